@@ -1,0 +1,1 @@
+"""ROS-free core of moonseg3r: models, memory, association, instance map and the pipeline."""

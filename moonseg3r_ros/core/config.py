@@ -1,0 +1,193 @@
+"""Typed configuration of the pipeline.
+
+Every field carries a description (and a numeric range where one applies) in its metadata, so that the
+ROS layer declares one parameter per field with a proper descriptor, and `config/moonseg3r.yaml`
+mirrors these defaults. Parameter names are the dotted paths, e.g. `association.match_threshold`.
+Defaults follow the paper (see ../shared/paper/facts.md) where it gives a value.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def param(default: Any, description: str, low: Optional[float] = None, high: Optional[float] = None,
+          choices: Optional[tuple] = None):
+    """A dataclass field with a parameter description, an optional [low, high] range and choices."""
+    return field(default=default, metadata={"description": description, "range": (low, high),
+                                            "choices": choices})
+
+
+@dataclass
+class GeometryConfig:
+    source: str = param("recorded", "Geometry source: 'cut3r' (monocular) or 'recorded' (depth+pose input).",
+                        choices=("cut3r", "recorded"))
+    cut3r_checkpoint: str = param("", "Path to the CUT3R checkpoint (e.g. cut3r_512_dpt_4_64.pth).")
+    image_long_side: int = param(512, "Long side, in pixels, of the image fed to CUT3R.", 64, 2048)
+    min_confidence: float = param(1.5, "Pixels whose geometry confidence is below this are ignored.", 0.0, 1e6)
+    max_depth: float = param(10.0, "Points farther than this from the camera are ignored (metres or model units).",
+                             0.01, 1e4)
+    state_attention_layer: int = param(-1, "State-decoder layer whose cross-attention gives A_t (-1 = last).",
+                                       -64, 64)
+    state_attention_heads: str = param("mean", "How heads of A_t are pooled: 'mean' or 'max'.",
+                                       choices=("mean", "max"))
+
+
+@dataclass
+class MaskConfig:
+    source: str = param("weight_free", "2D mask source: 'sam', 'precomputed', 'ground_truth' or 'weight_free'.",
+                        choices=("sam", "precomputed", "ground_truth", "weight_free"))
+    sam_checkpoint: str = param("", "Path to a segment-anything checkpoint (sam_vit_b_01ec64.pth, ...).")
+    sam_model_type: str = param("vit_b", "segment-anything model type.", choices=("vit_b", "vit_l", "vit_h"))
+    points_per_side: int = param(16, "SAM automatic mask generator: points per side.", 1, 128)
+    pred_iou_thresh: float = param(0.86, "SAM automatic mask generator: predicted IoU threshold.", 0.0, 1.0)
+    stability_score_thresh: float = param(0.92, "SAM automatic mask generator: stability threshold.", 0.0, 1.0)
+    precomputed_dir: str = param("", "Folder of precomputed masks (one file per frame).")
+    min_mask_area: int = param(100, "Masks with fewer pixels are dropped.", 0, 10_000_000)
+    max_masks: int = param(100, "At most this many masks per frame (largest scores first).", 1, 10_000)
+
+
+@dataclass
+class FeatureConfig:
+    backbone: str = param("none", "2D semantic backbone: 'dino' (local weights) or 'none' (weight-free colour "
+                                  "features).", choices=("dino", "none"))
+    weights: str = param("", "Local folder or file with the DINO backbone weights (transformers format).")
+    dim: int = param(64, "Width of the queries after lifting.", 8, 4096)
+
+
+@dataclass
+class RefinementConfig:
+    weights: str = param("", "Trained query-decoder weights; empty = untrained identity refinement.")
+    num_layers: int = param(3, "Query decoder layers (paper: 3).", 0, 32)
+    num_heads: int = param(4, "Attention heads of the query decoder.", 1, 64)
+
+
+@dataclass
+class MemoryConfig:
+    voxel_size: float = param(0.05, "Cell size of the 3D query index memory.", 1e-4, 10.0)
+    max_contextual_queries: int = param(256, "At most this many historical queries are retrieved per frame.",
+                                        0, 100_000)
+
+
+@dataclass
+class AssociationConfig:
+    merge_threshold: float = param(0.8, "Intra-frame merge: query cosine similarity above this merges masks.",
+                                   -1.0, 1.0)
+    match_threshold: float = param(1.8, "Cross-frame match: cos(query)+cos(state)+box IoU must exceed this.",
+                                   -3.0, 3.0)
+    match_threshold_without_state: float = param(
+        1.2, "Match threshold used when the geometry source has no state attention (cos(query)+box IoU).",
+        -2.0, 2.0)
+
+
+@dataclass
+class MapConfig:
+    voxel_size: float = param(0.02, "Voxel size of the fused instance-map points.", 1e-4, 10.0)
+    min_instance_points: int = param(50, "Instances with fewer map points are pruned.", 0, 10_000_000)
+    stale_after_s: float = param(0.0, "Prune instances unseen for this long (seconds, 0 = never).", 0.0, 1e9)
+
+
+@dataclass
+class PipelineConfig:
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    keyframe_interval: int = param(10, "Masks and association run every N-th frame (paper: 10 ScanNet, "
+                                       "20 SceneNN); geometry runs every frame.", 1, 10_000)
+    device: str = param("auto", "Torch device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    seed: int = param(0, "Seed for randomly initialised parts.", 0, 2**31 - 1)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dataclass -> {'a.b': value} with dotted names."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def field_specs(config_type: type = PipelineConfig, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """{'a.b': dataclasses.Field} for every leaf field (carries description/range/choices metadata)."""
+    specs: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(config_type):
+        name = f"{prefix}{f.name}"
+        sub_type = f.type if isinstance(f.type, type) else _resolve(config_type, f.name)
+        if dataclasses.is_dataclass(sub_type):
+            specs.update(field_specs(sub_type, name + "."))
+        else:
+            specs[name] = f
+    return specs
+
+
+def _resolve(owner: type, name: str) -> Any:
+    import typing
+    return typing.get_type_hints(owner)[name]
+
+
+def from_flat(values: dict[str, Any], base: Optional[PipelineConfig] = None) -> PipelineConfig:
+    """Build a config from {'a.b': value}; unknown names raise KeyError, wrong types and ranges ValueError."""
+    config = dataclasses.replace(base) if base is not None else PipelineConfig()
+    config = _deep_copy(config)
+    specs = field_specs(PipelineConfig)
+    for name, value in values.items():
+        if name not in specs:
+            raise KeyError(f"unknown configuration key '{name}'")
+        target = config
+        *parents, leaf = name.split(".")
+        for p in parents:
+            target = getattr(target, p)
+        current = getattr(target, leaf)
+        setattr(target, leaf, _coerce(name, value, type(current)))
+    validate(config)
+    return config
+
+
+def _deep_copy(config: Any) -> Any:
+    changes = {f.name: _deep_copy(getattr(config, f.name)) for f in dataclasses.fields(config)
+               if dataclasses.is_dataclass(getattr(config, f.name))}
+    return dataclasses.replace(config, **changes)
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"'{name}' must be a bool, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"'{name}' must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"'{name}' must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"'{name}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def validate(config: PipelineConfig) -> None:
+    """Raise ValueError naming the first field outside its range or choices."""
+    flat = flatten(config)
+    for name, f in field_specs(PipelineConfig).items():
+        value = flat[name]
+        low, high = f.metadata.get("range", (None, None))
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"'{name}' must be one of {list(choices)}, got {value!r}")
+        if low is not None and value < low:
+            raise ValueError(f"'{name}' must be >= {low}, got {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"'{name}' must be <= {high}, got {value!r}")

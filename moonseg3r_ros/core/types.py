@@ -1,0 +1,87 @@
+"""Data passed between the blocks of the pipeline (the arrows of the paper's Figure 2).
+
+Conventions used everywhere in the core:
+- Images are HxWx3 uint8 RGB numpy arrays on the input camera's pixel grid.
+- Camera frames are optical frames (REP 103): x right, y down, z forward. Poses are camera-to-world
+  4x4 float64 matrices; the world frame is the `map` frame of the instance map.
+- Distances are metres (or CUT3R's own scale for monocular input, which has no metric scale).
+- Stamps are float seconds.
+- Instance id 0 means "no instance"; real ids start at 1 and are never reused within a map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Frame:
+    """One camera frame plus the optional side inputs that some sources need."""
+
+    image: np.ndarray  # HxWx3 uint8 RGB
+    stamp: float  # seconds
+    depth: Optional[np.ndarray] = None  # HxW float32 metres; 0 or non-finite = invalid (recorded geometry)
+    intrinsics: Optional[np.ndarray] = None  # 3x3 float64 pinhole K (recorded geometry)
+    pose_c2w: Optional[np.ndarray] = None  # 4x4 float64 camera-to-world (recorded geometry)
+    instance_ids: Optional[np.ndarray] = None  # HxW int32 ground-truth instance ids, 0 = none
+    frame_index: int = 0  # position in the stream, filled in by the pipeline
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class FrameGeometry:
+    """Output of a geometry source for one frame, on the input image's pixel grid (HxW)."""
+
+    pose_c2w: np.ndarray  # 4x4 float64 camera-to-world (P_t)
+    points_world: np.ndarray  # HxWx3 float32 world pointmap (X_t)
+    points_cam: np.ndarray  # HxWx3 float32 camera-frame pointmap; channel 2 is depth
+    confidence: np.ndarray  # HxW float32, larger is more confident
+    valid: np.ndarray  # HxW bool: finite points with confidence above the configured threshold
+    features_3d: Optional[torch.Tensor] = None  # C3 x h x w geometric features F3d (patch grid)
+    state_attention: Optional[torch.Tensor] = None  # S x h x w attention of state tokens to image patches (A_t)
+    intrinsics: Optional[np.ndarray] = None  # 3x3, when known or estimated
+
+
+@dataclass
+class MaskSet:
+    """2D masks of one frame (M_t)."""
+
+    masks: np.ndarray  # NxHxW bool
+    scores: np.ndarray  # N float32 in [0, 1]
+
+    @staticmethod
+    def empty(height: int, width: int) -> "MaskSet":
+        return MaskSet(np.zeros((0, height, width), bool), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+@dataclass
+class FrameResult:
+    """What `MoonSeg3RPipeline.step` reports about one frame."""
+
+    stamp: float
+    frame_index: int
+    is_keyframe: bool
+    skipped_reason: Optional[str] = None  # set when the frame was dropped (counted in pipeline.stats)
+    pose_c2w: Optional[np.ndarray] = None  # 4x4, None when skipped
+    num_masks: int = 0
+    instance_ids_2d: Optional[np.ndarray] = None  # HxW int32 map instance id per pixel (keyframes), 0 = none
+    new_instance_ids: list[int] = field(default_factory=list)
+    matched_instance_ids: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+
+    @property
+    def skipped(self) -> bool:
+        return self.skipped_reason is not None
