@@ -68,6 +68,10 @@ class MemoryConfig:
     voxel_size: float = param(0.05, "Cell size of the 3D query index memory.", 1e-4, 10.0)
     max_contextual_queries: int = param(256, "At most this many historical queries are retrieved per frame.",
                                         0, 100_000)
+    occlusion_tolerance: float = param(0.1, "Memory retrieval: a cell is visible when its depth <= observed depth + "
+                                            "this (scene units).", 0.0, 1e4)
+    bank_average_window: int = param(20, "Query bank: running mean over the first N observations, then an "
+                                         "exponential average with weight 1/N.", 1, 1_000_000)
 
 
 @dataclass
@@ -79,6 +83,8 @@ class AssociationConfig:
     match_threshold_without_state: float = param(
         1.2, "Match threshold used when the geometry source has no state attention (cos(query)+box IoU).",
         -2.0, 2.0)
+    merge_box_margin: float = param(0.05, "Intra-frame merge: 3D boxes closer than this (scene units) count as "
+                                          "touching; only touching masks merge.", 0.0, 1e4)
 
 
 @dataclass
@@ -86,6 +92,10 @@ class MapConfig:
     voxel_size: float = param(0.02, "Voxel size of the fused instance-map points.", 1e-4, 10.0)
     min_instance_points: int = param(50, "Instances with fewer map points are pruned.", 0, 10_000_000)
     stale_after_s: float = param(0.0, "Prune instances unseen for this long (seconds, 0 = never).", 0.0, 1e9)
+    max_point_weight: int = param(100, "Per-voxel running means (xyz, rgb, confidence) weigh the past at most "
+                                       "this many observations.", 1, 1_000_000_000)
+    export_max_distance: float = param(0.0, "ScanNet export: mesh vertices farther than this from a map voxel stay "
+                                            "unassigned (0 = 2 x voxel_size).", 0.0, 1e4)
 
 
 @dataclass
