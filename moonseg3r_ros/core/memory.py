@@ -1,0 +1,409 @@
+"""3D query index memory M_t and query bank Q_t (block (c) of the paper's Figure 2).
+
+QueryIndexMemory
+    An explicit sparse voxel hash. Every occupied cell (size `MemoryConfig.voxel_size`) stores the instance
+    id of the query that claims it. Cells are kept as a sorted int64 key array (the three integer cell
+    coordinates packed into one int64, 21 bits each) and a parallel int32 id array, so every operation is
+    a vectorised sort / searchsorted, never a per-point Python loop. Memory is bounded by the number of
+    occupied cells, i.e. by the scene, not by the number of frames.
+
+    Claim rule (`update`): within one update each cell takes the majority id of the points that fall in
+    it (ties -> the smaller id); across updates the latest claim wins. Points with id 0 claim nothing.
+
+    `retrieve(pose_c2w, K, H, W, depth)` projects the cell centres through P_t: a cell is visible when it
+    is in front of the camera (z > near), its centre projects inside the image (pixel (i, j) covers
+    u in [j-0.5, j+0.5), v in [i-0.5, i+0.5); pixel centres are integer coordinates) and, when a depth
+    map is given, it is not occluded (z <= depth + tolerance; pixels with invalid depth (<= 0 or not
+    finite) occlude nothing). It returns a `MemoryView` with the visible ids and, on request, a
+    z-buffered HxW id raster (nearest cell per pixel, 0 = none).
+
+    `estimate_intrinsics(points_cam)` gives a pinhole K for monocular input whose intrinsics are unknown.
+
+QueryBank
+    Per instance id: query vector (D), optional state token (S), 3D box (2x3: min, max), observation
+    count. Update rule (`upsert`): an observation with weight w = 1 / min(count + 1, window) is blended
+    in, q <- (1 - w) q + w q_new (a running mean over the first `window` observations, then an exponential
+    average with weight 1/window); the same rule applies to the state token; boxes are the union
+    of the stored box and the observed one. Vectors are not normalised (the association uses cosines).
+
+Usage (pipeline):
+    memory = QueryIndexMemory(config.memory.voxel_size, config.memory.occlusion_tolerance)
+    view = memory.retrieve(pose_c2w, K, H, W, depth_map=points_cam[..., 2], max_ids=cfg.max_contextual_queries)
+    queries, tokens, boxes, counts = bank.get(view.ids)
+    memory.update(points_world[mask_pixels], ids_of_those_pixels)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional
+
+import numpy as np
+
+_BITS = 21
+_OFFSET = 1 << (_BITS - 1)
+_MASK = (1 << _BITS) - 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# voxel keys (shared with instance_map.py)
+
+
+def cell_coords(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Nx3 float points -> Nx3 int64 integer cell coordinates floor(p / voxel_size)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be Nx3, got shape {points.shape}")
+    if voxel_size <= 0:
+        raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+    return np.floor(points * (1.0 / voxel_size)).astype(np.int64)
+
+
+def pack_keys(cells: np.ndarray) -> np.ndarray:
+    """Nx3 int64 cell coordinates (each in [-2^20, 2^20)) -> N int64 keys (sort order: x, then y, then z)."""
+    shifted = cells + _OFFSET
+    if shifted.size and (shifted.min() < 0 or shifted.max() > _MASK):
+        raise ValueError(f"cell coordinates outside +-{_OFFSET} cells; use a larger voxel size or recentre")
+    return (shifted[:, 0] << (2 * _BITS)) | (shifted[:, 1] << _BITS) | shifted[:, 2]
+
+
+def unpack_keys(keys: np.ndarray) -> np.ndarray:
+    """N int64 keys -> Nx3 int64 cell coordinates (inverse of `pack_keys`)."""
+    keys = np.asarray(keys, np.int64)
+    cells = np.stack([(keys >> (2 * _BITS)) & _MASK, (keys >> _BITS) & _MASK, keys & _MASK], axis=1)
+    return cells - _OFFSET
+
+
+def voxel_keys(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Nx3 float points -> N int64 keys of the cells that contain them."""
+    return pack_keys(cell_coords(points, voxel_size))
+
+
+def majority_per_group(group: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Most frequent id per group (ties -> smaller id).
+
+    group: N int (group index of each element, any order); ids: N int.
+    Returns (groups G int64 sorted unique, majority id G int64, its count G int64).
+    """
+    group = np.asarray(group, np.int64)
+    ids = np.asarray(ids, np.int64)
+    if group.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    order = np.lexsort((ids, group))
+    g, i = group[order], ids[order]
+    new_pair = np.r_[True, (g[1:] != g[:-1]) | (i[1:] != i[:-1])]
+    starts = np.flatnonzero(new_pair)
+    counts = np.diff(np.r_[starts, g.size])
+    pg, pi = g[starts], i[starts]
+    best = np.lexsort((pi, -counts, pg))  # per group: largest count first, then smaller id
+    first = np.r_[True, pg[best][1:] != pg[best][:-1]]
+    chosen = best[first]
+    return pg[chosen], pi[chosen], counts[chosen]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# camera helpers
+
+
+def estimate_intrinsics(points_cam: np.ndarray, valid: Optional[np.ndarray] = None,
+                        min_depth: float = 1e-6) -> np.ndarray:
+    """Pinhole K from a camera-frame pointmap (monocular input with unknown intrinsics).
+
+    points_cam: HxWx3 camera-frame points (z forward); valid: HxW bool or None (all finite points with
+    z > min_depth). The principal point is the image centre ((W-1)/2, (H-1)/2) in pixel-centre
+    coordinates; one focal f (square pixels) minimises sum (u - cx - f x/z)^2 + (v - cy - f y/z)^2
+    over the valid pixels: f = sum((u-cx) x/z + (v-cy) y/z) / sum((x/z)^2 + (y/z)^2).
+    Returns 3x3 float64. Raises ValueError with fewer than 2 usable pixels or a non-positive focal.
+    """
+    points_cam = np.asarray(points_cam, np.float64)
+    if points_cam.ndim != 3 or points_cam.shape[2] != 3:
+        raise ValueError(f"points_cam must be HxWx3, got shape {points_cam.shape}")
+    height, width = points_cam.shape[:2]
+    z = points_cam[..., 2]
+    usable = np.isfinite(points_cam).all(axis=2) & (z > min_depth)
+    if valid is not None:
+        usable &= np.asarray(valid, bool)
+    if usable.sum() < 2:
+        raise ValueError("estimate_intrinsics: fewer than 2 valid pixels in the pointmap")
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    rows, cols = np.nonzero(usable)
+    p = points_cam[rows, cols]
+    a = p[:, 0] / p[:, 2]
+    b = p[:, 1] / p[:, 2]
+    denom = float((a * a + b * b).sum())
+    focal = float(((cols - cx) * a + (rows - cy) * b).sum()) / max(denom, 1e-300)
+    if not np.isfinite(focal) or focal <= 0:
+        raise ValueError(f"estimate_intrinsics: non-positive focal {focal} (pointmap not in the optical frame?)")
+    return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+
+
+def project_points(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World Nx3 -> (u N, v N, z N) float64 pixel coordinates (pixel centres at integers) and depth."""
+    pose = np.asarray(pose_c2w, np.float64)
+    k = np.asarray(intrinsics, np.float64)
+    if pose.shape != (4, 4) or k.shape != (3, 3):
+        raise ValueError(f"pose_c2w must be 4x4 and intrinsics 3x3, got {pose.shape} and {k.shape}")
+    rot, trans = pose[:3, :3], pose[:3, 3]
+    cam = (np.asarray(points_world, np.float64) - trans) @ rot  # R^T (p - t), row form
+    z = cam[:, 2]
+    safe = np.where(z > 0, z, 1.0)
+    u = k[0, 0] * cam[:, 0] / safe + k[0, 1] * cam[:, 1] / safe + k[0, 2]
+    v = k[1, 1] * cam[:, 1] / safe + k[1, 2]
+    return u, v, z
+
+
+# ----------------------------------------------------------------------------------------------------------
+# memory
+
+
+@dataclass
+class MemoryView:
+    """Result of `QueryIndexMemory.retrieve`.
+
+    ids: V int32 sorted visible instance ids (at most max_ids: those with most visible cells);
+    cell_counts: V int64 visible cells per id; raster: HxW int32 nearest visible cell's id (0 = none) or None.
+    """
+
+    ids: np.ndarray
+    cell_counts: np.ndarray
+    raster: Optional[np.ndarray] = None
+
+
+class QueryIndexMemory:
+    """Sparse voxel hash: occupied cell -> instance id of the query that claims it (see module docstring)."""
+
+    def __init__(self, voxel_size: float = 0.05, occlusion_tolerance: float = 0.1, near: float = 1e-3):
+        if voxel_size <= 0:
+            raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+        self.voxel_size = float(voxel_size)
+        self.occlusion_tolerance = float(occlusion_tolerance)
+        self.near = float(near)
+        self.reset()
+
+    def reset(self) -> None:
+        self._keys = np.zeros(0, np.int64)  # sorted, unique
+        self._ids = np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return int(self._keys.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._keys.nbytes + self._ids.nbytes)
+
+    def cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centres Cx3 float64 world cell centres, ids C int32) of all occupied cells."""
+        return (unpack_keys(self._keys) + 0.5) * self.voxel_size, self._ids.copy()
+
+    def ids(self) -> np.ndarray:
+        """Sorted unique instance ids that own at least one cell."""
+        return np.unique(self._ids)
+
+    def update(self, points_world: np.ndarray, instance_ids: np.ndarray) -> None:
+        """Claim the cells of points_world Nx3 for instance_ids N (0 = no claim). Majority in-batch, latest wins."""
+        instance_ids = np.asarray(instance_ids).reshape(-1)
+        points_world = np.asarray(points_world)
+        if points_world.shape[0] != instance_ids.shape[0]:
+            raise ValueError(f"{points_world.shape[0]} points but {instance_ids.shape[0]} ids")
+        keep = (instance_ids != 0) & np.isfinite(points_world).all(axis=1)
+        if not keep.any():
+            return
+        keys = voxel_keys(points_world[keep], self.voxel_size)
+        new_keys, new_ids, _ = majority_per_group(keys, instance_ids[keep])
+        self._merge(new_keys, new_ids.astype(np.int32))
+
+    def _merge(self, new_keys: np.ndarray, new_ids: np.ndarray) -> None:
+        """Insert sorted unique new_keys with new_ids; existing cells are overwritten."""
+        pos = np.searchsorted(self._keys, new_keys)
+        found = pos < self._keys.size
+        found[found] = self._keys[pos[found]] == new_keys[found]
+        self._ids[pos[found]] = new_ids[found]
+        fresh = ~found
+        if fresh.any():
+            self._keys = np.insert(self._keys, pos[fresh], new_keys[fresh])
+            self._ids = np.insert(self._ids, pos[fresh], new_ids[fresh])
+
+    def remove(self, ids: Iterable[int]) -> None:
+        """Drop every cell claimed by one of ids."""
+        drop = np.isin(self._ids, np.asarray(list(ids), np.int64))
+        self._keys, self._ids = self._keys[~drop], self._ids[~drop]
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Rename ids (old -> new), e.g. after merging instances; new id 0 removes the cells."""
+        if not mapping:
+            return
+        old = np.fromiter(mapping.keys(), np.int64)
+        new = np.fromiter(mapping.values(), np.int64)
+        order = np.argsort(old)
+        old, new = old[order], new[order]
+        pos = np.clip(np.searchsorted(old, self._ids), 0, old.size - 1)
+        hit = old[pos] == self._ids
+        self._ids[hit] = new[pos[hit]]
+        if (new == 0).any():
+            keep = self._ids != 0
+            self._keys, self._ids = self._keys[keep], self._ids[keep]
+
+    def retrieve(self, pose_c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int,
+                 depth_map: Optional[np.ndarray] = None, max_ids: Optional[int] = None,
+                 with_raster: bool = False) -> MemoryView:
+        """Ids whose cells are visible in the view P_t (pose_c2w 4x4, K 3x3, HxW, optional HxW depth)."""
+        if depth_map is not None and np.shape(depth_map) != (height, width):
+            raise ValueError(f"depth_map must be {height}x{width}, got {np.shape(depth_map)}")
+        centres = (unpack_keys(self._keys) + 0.5) * self.voxel_size
+        u, v, z = project_points(centres, pose_c2w, intrinsics)
+        col = np.floor(u + 0.5)
+        row = np.floor(v + 0.5)
+        vis = (z > self.near) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        idx = np.flatnonzero(vis)
+        col, row, z = col[idx].astype(np.int64), row[idx].astype(np.int64), z[idx]
+        if depth_map is not None:
+            observed = np.asarray(depth_map)[row, col]
+            bad = ~np.isfinite(observed) | (observed <= 0)
+            unoccluded = bad | (z <= observed + self.occlusion_tolerance)
+            idx, col, row, z = idx[unoccluded], col[unoccluded], row[unoccluded], z[unoccluded]
+        cell_ids = self._ids[idx]
+        ids, counts = np.unique(cell_ids, return_counts=True)
+        if max_ids is not None and ids.size > max_ids:
+            top = np.sort(np.argsort(-counts, kind="stable")[:max_ids])
+            ids, counts = ids[top], counts[top]
+        raster = self._raster(row, col, z, cell_ids, height, width) if with_raster else None
+        return MemoryView(ids.astype(np.int32), counts.astype(np.int64), raster)
+
+    @staticmethod
+    def _raster(row: np.ndarray, col: np.ndarray, z: np.ndarray, ids: np.ndarray, height: int,
+                width: int) -> np.ndarray:
+        """Z-buffer: HxW int32 id of the nearest cell centre per pixel (0 = none)."""
+        raster = np.zeros(height * width, np.int32)
+        pixel = row * width + col
+        order = np.lexsort((z, pixel))
+        first = np.r_[True, pixel[order][1:] != pixel[order][:-1]]
+        nearest = order[first]
+        raster[pixel[nearest]] = ids[nearest]
+        return raster.reshape(height, width)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# query bank
+
+
+class QueryBank:
+    """Per-id query (D), state token (S or absent), box (2x3) and observation count (see module docstring)."""
+
+    def __init__(self, dim: int, token_dim: Optional[int] = None, window: int = 20):
+        if dim <= 0 or window <= 0:
+            raise ValueError(f"dim and window must be > 0, got {dim}, {window}")
+        self.dim = int(dim)
+        self.token_dim = token_dim
+        self.window = int(window)
+        self.reset()
+
+    def reset(self) -> None:
+        self._row: dict[int, int] = {}
+        self._ids = np.zeros(0, np.int64)
+        self._queries = np.zeros((0, self.dim), np.float32)
+        self._tokens = np.zeros((0, self.token_dim or 0), np.float32)
+        self._has_token = np.zeros(0, bool)
+        self._boxes = np.zeros((0, 2, 3), np.float32)
+        self._counts = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def __contains__(self, instance_id: int) -> bool:
+        return int(instance_id) in self._row
+
+    def ids(self) -> np.ndarray:
+        """All stored ids, ascending."""
+        return np.sort(np.fromiter(self._row.keys(), np.int64, len(self._row)))
+
+    def _rows(self, ids: Iterable[int]) -> np.ndarray:
+        try:
+            return np.array([self._row[int(i)] for i in ids], np.int64)
+        except KeyError as err:
+            raise KeyError(f"query bank has no id {err.args[0]}") from None
+
+    def get(self, ids: Iterable[int]) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]:
+        """(queries VxD float32, tokens VxS float32 or None when any id lacks one, boxes Vx2x3, counts V)."""
+        rows = self._rows(ids)
+        tokens = self._tokens[rows] if rows.size and self._has_token[rows].all() else None
+        if rows.size == 0 and self.token_dim:
+            tokens = np.zeros((0, self.token_dim), np.float32)
+        return self._queries[rows].copy(), tokens, self._boxes[rows].copy(), self._counts[rows].copy()
+
+    def upsert(self, ids: Iterable[int], queries: np.ndarray, boxes: np.ndarray,
+               tokens: Optional[np.ndarray] = None) -> None:
+        """Insert new ids or blend observations into existing ones. queries NxD, boxes Nx2x3, tokens NxS."""
+        ids = [int(i) for i in ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError("upsert: ids must be unique within one call")
+        queries = np.asarray(queries, np.float32).reshape(len(ids), self.dim)
+        boxes = np.asarray(boxes, np.float32).reshape(len(ids), 2, 3)
+        if tokens is not None:
+            tokens = np.asarray(tokens, np.float32)
+            self._ensure_token_dim(tokens.shape[1])
+        self._append_missing(ids)
+        rows = self._rows(ids)
+        weight = (1.0 / np.minimum(self._counts[rows] + 1, self.window)).astype(np.float32)[:, None]
+        self._queries[rows] = (1 - weight) * self._queries[rows] + weight * queries
+        if tokens is not None:
+            had = self._has_token[rows][:, None]
+            blended = (1 - weight) * self._tokens[rows] + weight * tokens
+            self._tokens[rows] = np.where(had, blended, tokens)
+            self._has_token[rows] = True
+        fresh = (self._counts[rows] == 0)[:, None, None]
+        union = np.stack([np.minimum(self._boxes[rows, 0], boxes[:, 0]),
+                          np.maximum(self._boxes[rows, 1], boxes[:, 1])], axis=1)
+        self._boxes[rows] = np.where(fresh, boxes, union)
+        self._counts[rows] += 1
+
+    def set_boxes(self, ids: Iterable[int], boxes: np.ndarray) -> None:
+        """Overwrite boxes (Nx2x3), e.g. with the instance map's boxes."""
+        rows = self._rows(ids)
+        self._boxes[rows] = np.asarray(boxes, np.float32).reshape(rows.size, 2, 3)
+
+    def _ensure_token_dim(self, token_dim: int) -> None:
+        if self.token_dim is None or (self.token_dim == 0 and not self._has_token.any()):
+            self.token_dim = int(token_dim)
+            self._tokens = np.zeros((self._ids.size, token_dim), np.float32)
+        elif token_dim != self.token_dim:
+            raise ValueError(f"state tokens have {token_dim} entries, the bank holds {self.token_dim}")
+
+    def _append_missing(self, ids: list[int]) -> None:
+        missing = [i for i in ids if i not in self._row]
+        if not missing:
+            return
+        n, m = self._ids.size, len(missing)
+        self._row.update({i: n + k for k, i in enumerate(missing)})
+        self._ids = np.r_[self._ids, np.asarray(missing, np.int64)]
+        self._queries = np.concatenate([self._queries, np.zeros((m, self.dim), np.float32)])
+        self._tokens = np.concatenate([self._tokens, np.zeros((m, self._tokens.shape[1]), np.float32)])
+        self._has_token = np.r_[self._has_token, np.zeros(m, bool)]
+        self._boxes = np.concatenate([self._boxes, np.zeros((m, 2, 3), np.float32)])
+        self._counts = np.r_[self._counts, np.zeros(m, np.int64)]
+
+    def remove(self, ids: Iterable[int]) -> None:
+        """Forget ids (unknown ids are ignored)."""
+        drop = {int(i) for i in ids} & set(self._row)
+        if not drop:
+            return
+        keep = np.array([int(i) not in drop for i in self._ids], bool)
+        self._ids, self._queries = self._ids[keep], self._queries[keep]
+        self._tokens, self._has_token = self._tokens[keep], self._has_token[keep]
+        self._boxes, self._counts = self._boxes[keep], self._counts[keep]
+        self._row = {int(i): k for k, i in enumerate(self._ids)}
+
+    def merge(self, keep: int, drop: int) -> None:
+        """Fold `drop` into `keep`: count-weighted mean of queries/tokens, union of boxes, summed counts."""
+        rk, rd = self._rows([keep, drop])
+        nk, nd = float(self._counts[rk]), float(self._counts[rd])
+        wk = nk / max(nk + nd, 1.0) if nk + nd > 0 else 0.5
+        self._queries[rk] = wk * self._queries[rk] + (1 - wk) * self._queries[rd]
+        if self._has_token[rk] and self._has_token[rd]:
+            self._tokens[rk] = wk * self._tokens[rk] + (1 - wk) * self._tokens[rd]
+        elif self._has_token[rd]:
+            self._tokens[rk], self._has_token[rk] = self._tokens[rd], True
+        self._boxes[rk, 0] = np.minimum(self._boxes[rk, 0], self._boxes[rd, 0])
+        self._boxes[rk, 1] = np.maximum(self._boxes[rk, 1], self._boxes[rd, 1])
+        self._counts[rk] += self._counts[rd]
+        self.remove([drop])
