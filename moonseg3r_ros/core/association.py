@@ -1,0 +1,203 @@
+"""Instance association at inference (block (d) of the paper's Figure 2).
+
+State-distribution token (`state_distribution_tokens`)
+    A_t (S x h x w) is the attention of CUT3R's S state tokens to the image patches. For a mask m the
+    token is d_m[s] = sum_{patches p} w_m(p) A_t[s, p], normalised to a unit-sum distribution over s.
+    Resolution: masks (image grid HxW) are area-averaged onto the attention grid (h x w): w_m(p) is the
+    fraction of patch p covered by the mask (exact box filter; a reshape-sum when H, W are multiples of
+    h, w). Tokens are compared with cosine similarity. An empty mask gives an all-zero token.
+
+Intra-frame merge (`merge_within_frame`)
+    Masks i, j are linked when cos(q_i, q_j) > merge_threshold (paper: 0.8) AND their 3D boxes touch
+    (gap along every axis <= box_margin). Groups are the connected components of the links (a chain
+    a-b-c merges all three). Appearance alone never merges two distant masks, and two touching objects
+    stay apart unless their queries are similar above the threshold. `combine_groups` then fuses masks
+    (union), queries/tokens (area-weighted mean) and boxes (union).
+
+Cross-frame matching (`match_to_map`)
+    score(i, j) = cos(q_i, Q_j) + cos(d_i, D_j) + IoU3D(box_i, box_j) (axis-aligned); when either side has
+    no state tokens the token term is dropped (use AssociationConfig.match_threshold_without_state, see
+    `match_threshold`). The Hungarian algorithm (scipy linear_sum_assignment) maximises the total score
+    over a one-to-one assignment; assigned pairs with score > threshold are kept (paper: 1.8). Which map
+    instances are candidates (e.g. those visible in the query index memory) is the caller's choice.
+
+All inputs may be numpy arrays or torch tensors; outputs are numpy.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .config import AssociationConfig
+
+
+def _numpy(x, dtype=np.float32) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu").numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# state-distribution tokens
+
+
+def pool_masks_to_grid(masks, grid_h: int, grid_w: int) -> np.ndarray:
+    """NxHxW bool masks -> Nx(grid_h*grid_w) float32 covered fraction of each cell (area average)."""
+    masks = np.asarray(masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be NxHxW, got shape {masks.shape}")
+    n, height, width = masks.shape
+    if (height, width) == (grid_h, grid_w):
+        return masks.reshape(n, -1).astype(np.float32)
+    if height % grid_h == 0 and width % grid_w == 0:
+        ph, pw = height // grid_h, width // grid_w
+        blocks = masks.view(np.uint8) if masks.dtype == bool else masks
+        t = torch.from_numpy(np.ascontiguousarray(blocks)).reshape(n, grid_h, ph, grid_w, pw)
+        sums = t.sum(dim=(2, 4), dtype=torch.int32).numpy().astype(np.float32)
+        return sums.reshape(n, -1) / float(ph * pw)
+    rows = _area_matrix(height, grid_h)  # grid_h x H
+    cols = _area_matrix(width, grid_w)  # grid_w x W
+    m = torch.from_numpy(masks.astype(np.float32))
+    pooled = torch.einsum("ah,nhw,bw->nab", torch.from_numpy(rows), m, torch.from_numpy(cols))
+    return pooled.reshape(n, -1).numpy()
+
+
+def _area_matrix(size: int, cells: int) -> np.ndarray:
+    """cells x size matrix: fraction of pixel k inside cell a, divided by the cell's length (box filter)."""
+    edges = np.linspace(0.0, size, cells + 1)
+    lo = np.maximum(edges[:-1, None], np.arange(size)[None, :])
+    hi = np.minimum(edges[1:, None], np.arange(size)[None, :] + 1)
+    overlap = np.clip(hi - lo, 0.0, None)
+    return (overlap / (size / cells)).astype(np.float32)
+
+
+def state_distribution_tokens(state_attention, masks) -> np.ndarray:
+    """A_t SxHaxWa (torch or numpy) and masks NxHxW bool -> NxS float32 unit-sum tokens (zeros if empty)."""
+    attention = _numpy(state_attention)
+    if attention.ndim != 3:
+        raise ValueError(f"state_attention must be SxHxW, got shape {attention.shape}")
+    s, grid_h, grid_w = attention.shape
+    weights = pool_masks_to_grid(masks, grid_h, grid_w)  # N x hw
+    tokens = weights @ attention.reshape(s, -1).T  # N x S
+    total = tokens.sum(axis=1, keepdims=True)
+    return np.where(total > 0, tokens / np.where(total > 0, total, 1.0), 0.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# similarities
+
+
+def cosine_matrix(a, b, eps: float = 1e-8) -> np.ndarray:
+    """NxD, MxD -> NxM float32 cosine similarity (0 where a vector is zero)."""
+    a, b = _numpy(a), _numpy(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"cosine_matrix needs NxD and MxD, got {a.shape} and {b.shape}")
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), eps)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), eps)
+    return an @ bn.T
+
+
+def box_iou_matrix(boxes_a, boxes_b) -> np.ndarray:
+    """Axis-aligned 3D IoU: Nx2x3, Mx2x3 (min, max) -> NxM float32 (0 where the union is empty)."""
+    a, b = _numpy(boxes_a, np.float64), _numpy(boxes_b, np.float64)
+    if a.shape[1:] != (2, 3) or b.shape[1:] != (2, 3):
+        raise ValueError(f"boxes must be Nx2x3, got {a.shape} and {b.shape}")
+    lo = np.maximum(a[:, None, 0], b[None, :, 0])
+    hi = np.minimum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(hi - lo, 0.0, None).prod(axis=2)
+    vol_a = np.clip(a[:, 1] - a[:, 0], 0.0, None).prod(axis=1)
+    vol_b = np.clip(b[:, 1] - b[:, 0], 0.0, None).prod(axis=1)
+    union = vol_a[:, None] + vol_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).astype(np.float32)
+
+
+def box_gap_matrix(boxes_a, boxes_b) -> np.ndarray:
+    """Nx2x3, Mx2x3 -> NxM float32 largest per-axis gap between boxes (0 when they overlap or touch)."""
+    a, b = _numpy(boxes_a, np.float64), _numpy(boxes_b, np.float64)
+    gap = np.maximum(a[:, None, 0] - b[None, :, 1], b[None, :, 0] - a[:, None, 1])
+    return np.clip(gap, 0.0, None).max(axis=2).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# intra-frame merge
+
+
+def merge_within_frame(queries, boxes, threshold: float = 0.8, box_margin: float = 0.05) -> list[np.ndarray]:
+    """queries NxD, boxes Nx2x3 -> groups: list of sorted index arrays, ordered by their smallest index."""
+    q = _numpy(queries)
+    n = q.shape[0]
+    if n == 0:
+        return []
+    linked = (cosine_matrix(q, q) > threshold) & (box_gap_matrix(boxes, boxes) <= box_margin)
+    rows, cols = np.nonzero(np.triu(linked, 1))
+    graph = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    order = np.argsort(labels, kind="stable")
+    splits = np.flatnonzero(np.diff(labels[order])) + 1
+    groups = np.split(order, splits)
+    return sorted(groups, key=lambda g: int(g[0]))
+
+
+def combine_groups(groups: Sequence[np.ndarray], masks: np.ndarray, queries, boxes,
+                   tokens=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Fuse each group: masks GxHxW (union), queries GxD and tokens GxS (pixel-area weighted mean), boxes Gx2x3."""
+    masks = np.asarray(masks, bool)
+    q, b = _numpy(queries), _numpy(boxes)
+    t = None if tokens is None else _numpy(tokens)
+    area = masks.reshape(masks.shape[0], -1).sum(axis=1).astype(np.float32)
+    out_m, out_q, out_b, out_t = [], [], [], []
+    for g in groups:
+        w = area[g] if area[g].sum() > 0 else np.ones(len(g), np.float32)
+        w = w / w.sum()
+        out_m.append(masks[g].any(axis=0))
+        out_q.append(w @ q[g])
+        out_b.append(np.stack([b[g, 0].min(axis=0), b[g, 1].max(axis=0)]))
+        if t is not None:
+            out_t.append(w @ t[g])
+    shape = (0,) + masks.shape[1:]
+    return (np.stack(out_m) if out_m else np.zeros(shape, bool),
+            np.stack(out_q) if out_q else np.zeros((0, q.shape[1]), np.float32),
+            np.stack(out_b) if out_b else np.zeros((0, 2, 3), np.float32),
+            None if t is None else (np.stack(out_t) if out_t else np.zeros((0, t.shape[1]), np.float32)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cross-frame matching
+
+
+def match_threshold(config: AssociationConfig, has_state_tokens: bool) -> float:
+    """The configured threshold for score with (1.8) or without (cos + IoU) the state-token term."""
+    return config.match_threshold if has_state_tokens else config.match_threshold_without_state
+
+
+def association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes
+                       ) -> np.ndarray:
+    """NxM score = cos(query) + cos(state token) [if both given] + 3D box IoU."""
+    score = cosine_matrix(frame_queries, map_queries) + box_iou_matrix(frame_boxes, map_boxes)
+    if frame_tokens is not None and map_tokens is not None:
+        score = score + cosine_matrix(frame_tokens, map_tokens)
+    return score
+
+
+def match_to_map(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
+                 threshold: float, map_ids: Optional[Sequence[int]] = None) -> list[tuple[int, int]]:
+    """Hungarian matching of N frame instances to M map instances.
+
+    Returns [(frame_index, map_id)] sorted by frame_index, only pairs with score > threshold; map_id is
+    map_ids[j] (or the map row j when map_ids is None).
+    """
+    n, m = _numpy(frame_queries).shape[0], _numpy(map_queries).shape[0]
+    if map_ids is not None and len(map_ids) != m:
+        raise ValueError(f"{len(map_ids)} map ids for {m} map queries")
+    if n == 0 or m == 0:
+        return []
+    score = association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes)
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    keep = score[rows, cols] > threshold
+    ids = np.arange(m) if map_ids is None else np.asarray(map_ids)
+    return [(int(r), int(ids[c])) for r, c in zip(rows[keep], cols[keep])]
