@@ -1,0 +1,8 @@
+"""Our PyTorch implementation of CUT3R (ROS-free): loads the official checkpoint, streams frame by frame.
+
+    from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig, load_checkpoint, Cut3rStream
+"""
+from .config import Cut3rConfig
+from .modeling.cut3r import Cut3r, build_cut3r
+
+__all__ = ["Cut3r", "Cut3rConfig", "build_cut3r"]
