@@ -32,6 +32,8 @@ class GeometryConfig:
                                        -64, 64)
     state_attention_heads: str = param("mean", "How heads of A_t are pooled: 'mean' or 'max'.",
                                        choices=("mean", "max"))
+    cut3r_dtype: str = param("float32", "Torch dtype CUT3R runs in.", choices=("float32", "float16", "bfloat16"))
+    feature_patch: int = param(16, "Recorded geometry: patch size (pixels) of the geometric features F3d.", 1, 256)
 
 
 @dataclass
@@ -46,6 +48,11 @@ class MaskConfig:
     precomputed_dir: str = param("", "Folder of precomputed masks (one file per frame).")
     min_mask_area: int = param(100, "Masks with fewer pixels are dropped.", 0, 10_000_000)
     max_masks: int = param(100, "At most this many masks per frame (largest scores first).", 1, 10_000)
+    weight_free_color_threshold: float = param(0.03, "Weight-free masks: chromaticity step that separates "
+                                                     "neighbouring pixels.", 0.0, 1.0)
+    min_valid_points: int = param(20, "Masks with fewer pixels of valid geometry are dropped.", 1, 10_000_000)
+    weight_free_depth_threshold: float = param(0.04, "Weight-free masks: relative depth step that separates "
+                                                     "neighbouring pixels.", 0.0, 10.0)
 
 
 @dataclass
@@ -54,6 +61,12 @@ class FeatureConfig:
                                   "features).", choices=("dino", "none"))
     weights: str = param("", "Local folder or file with the DINO backbone weights (transformers format).")
     dim: int = param(64, "Width of the queries after lifting.", 8, 4096)
+    input_long_side: int = param(448, "DINO backbone: long side of its input image (rounded to the patch size).",
+                                 14, 4096)
+    color_patch: int = param(8, "Weight-free colour features: patch size in pixels.", 1, 256)
+    pos_frequencies: int = param(6, "Fourier frequencies of the 3D positional encoding of each mask.", 1, 32)
+    pos_scale: float = param(8.0, "Scene extent (units) covered by the lowest positional-encoding frequency.",
+                             1e-3, 1e6)
 
 
 @dataclass
@@ -61,6 +74,8 @@ class RefinementConfig:
     weights: str = param("", "Trained query-decoder weights; empty = untrained identity refinement.")
     num_layers: int = param(3, "Query decoder layers (paper: 3).", 0, 32)
     num_heads: int = param(4, "Attention heads of the query decoder.", 1, 64)
+    run_untrained: bool = param(False, "Without weights, run the randomly initialised decoder instead of the "
+                                       "identity (for benchmarking its cost only).")
 
 
 @dataclass
@@ -111,6 +126,10 @@ class PipelineConfig:
                                        "20 SceneNN); geometry runs every frame.", 1, 10_000)
     device: str = param("auto", "Torch device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = param(0, "Seed for randomly initialised parts.", 0, 2**31 - 1)
+    max_image_pixels: int = param(50_000_000, "Input images with more pixels are rejected (counted skip).",
+                                  1, 2**40)
+    min_valid_fraction: float = param(0.01, "Frames whose fraction of valid geometry pixels is below this are "
+                                            "skipped (counted as skipped_no_geometry).", 0.0, 1.0)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,268 @@
+"""Block (a) of the paper's Figure 2: per-frame geometry (P_t, X_t, confidence, F3d, A_t).
+
+Sources
+- `RecordedGeometry`: depth + intrinsics + camera-to-world pose given with each frame (datasets, bags, RGB-D
+  users). No state attention (A_t is None). F3d is a cheap geometric descriptor on a patch grid: world-frame
+  surface normals (3) and log depth (1), average-pooled over `patch` x `patch` pixels.
+- `Cut3rGeometry`: the CUT3R re-implementation (`moonseg3r_ros.core.cut3r`), monocular, gives A_t and F3d.
+
+Every source returns a sanitised `FrameGeometry` on the input image grid: non-finite points are zeroed and
+marked invalid, `valid` = finite & 0 < depth <= max_depth (& confidence >= min_confidence for CUT3R), and
+the pose is a finite rigid 4x4. Anything else raises `GeometryError` with a clear message.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moonseg3r_ros.core.config import GeometryConfig
+from moonseg3r_ros.core.types import Frame, FrameGeometry
+
+LOGGER = logging.getLogger("moonseg3r")
+
+
+class GeometryError(RuntimeError):
+    """The geometry of a frame cannot be computed (missing inputs, bad shapes, non-finite pose, bad weights)."""
+
+
+@runtime_checkable
+class GeometrySource(Protocol):
+    """`compute(frame) -> FrameGeometry` (raises GeometryError); `reset()` starts a new sequence."""
+
+    has_state_attention: bool
+
+    def compute(self, frame: Frame) -> FrameGeometry: ...
+
+    def reset(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers shared by the sources
+
+
+def check_pose(pose: Any, what: str = "pose_c2w") -> np.ndarray:
+    """4x4 finite rigid transform (rotation orthonormal within 1e-3) -> float64 copy, else GeometryError."""
+    if pose is None:
+        raise GeometryError(f"{what} is missing")
+    pose = np.asarray(pose, np.float64)
+    if pose.shape != (4, 4):
+        raise GeometryError(f"{what} must be 4x4, got shape {pose.shape}")
+    if not np.isfinite(pose).all():
+        raise GeometryError(f"{what} contains NaN or inf")
+    rot = pose[:3, :3]
+    if np.abs(rot @ rot.T - np.eye(3)).max() > 1e-3 or np.abs(pose[3] - [0, 0, 0, 1]).max() > 1e-6:
+        raise GeometryError(f"{what} is not a rigid transform (rotation not orthonormal or last row != 0 0 0 1)")
+    return pose.copy()
+
+
+def check_intrinsics(k: Any) -> np.ndarray:
+    """3x3 pinhole K with positive finite focal lengths -> float64 copy, else GeometryError."""
+    if k is None:
+        raise GeometryError("intrinsics are missing")
+    k = np.asarray(k, np.float64)
+    if k.shape == (4, 4):
+        k = k[:3, :3]
+    if k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise GeometryError(f"intrinsics must be a finite 3x3 K with positive focal lengths, got {k.tolist()}")
+    return k.copy()
+
+
+def depth_to_metres(depth: Any, height: int, width: int, depth_scale: float = 1000.0) -> np.ndarray:
+    """HxW depth (float metres, or integer units of 1/depth_scale m) -> HxW float32 metres on the image grid.
+
+    A depth map of another size is resized with nearest-neighbour sampling (intrinsics refer to the image grid).
+    """
+    if depth is None:
+        raise GeometryError("recorded geometry needs a depth map with every frame")
+    depth = np.asarray(depth)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[:, :, 0]
+    if depth.ndim != 2 or depth.size == 0:
+        raise GeometryError(f"depth must be a non-empty HxW array, got shape {depth.shape}")
+    if np.issubdtype(depth.dtype, np.integer):
+        metres = depth.astype(np.float32) / np.float32(depth_scale)
+    elif np.issubdtype(depth.dtype, np.floating):
+        metres = depth.astype(np.float32)
+    else:
+        raise GeometryError(f"depth dtype {depth.dtype} is not supported (float metres or uint16 millimetres)")
+    if metres.shape != (height, width):
+        rows = (np.arange(height) * metres.shape[0] // height).astype(np.int64)
+        cols = (np.arange(width) * metres.shape[1] // width).astype(np.int64)
+        metres = metres[rows[:, None], cols[None, :]]
+    return metres
+
+
+def backproject(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """HxW depth, 3x3 K -> HxWx3 float32 camera-frame points (pixel centres at integer coordinates)."""
+    height, width = depth.shape
+    u = np.arange(width, dtype=np.float32)
+    v = np.arange(height, dtype=np.float32)
+    x = (u[None, :] - np.float32(k[0, 2]) - np.float32(k[0, 1]) * (v[:, None] - np.float32(k[1, 2]))
+         / np.float32(k[1, 1])) / np.float32(k[0, 0])
+    y = (v[:, None] - np.float32(k[1, 2])) / np.float32(k[1, 1])
+    out = np.empty((height, width, 3), np.float32)
+    out[..., 0] = x * depth
+    out[..., 1] = np.broadcast_to(y, (height, width)) * depth
+    out[..., 2] = depth
+    return out
+
+
+def to_world(points_cam: np.ndarray, pose_c2w: np.ndarray) -> np.ndarray:
+    """HxWx3 camera points, 4x4 pose -> HxWx3 float32 world points."""
+    rot = pose_c2w[:3, :3].astype(np.float32)
+    trans = pose_c2w[:3, 3].astype(np.float32)
+    return (points_cam @ rot.T + trans).astype(np.float32, copy=False)
+
+
+def sanitize(points_cam: np.ndarray, points_world: np.ndarray, confidence: np.ndarray, max_depth: float,
+             min_confidence: Optional[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Zero non-finite points/confidences and compute `valid` (HxW bool). Returns new arrays."""
+    finite = np.isfinite(points_cam).all(axis=2) & np.isfinite(points_world).all(axis=2) & np.isfinite(confidence)
+    depth = points_cam[..., 2]
+    valid = finite & (depth > 0) & (depth <= max_depth)
+    if min_confidence is not None:
+        valid &= confidence >= min_confidence
+    points_cam = np.where(finite[..., None], points_cam, 0).astype(np.float32)
+    points_world = np.where(finite[..., None], points_world, 0).astype(np.float32)
+    confidence = np.where(finite, confidence, 0).astype(np.float32)
+    return points_cam, points_world, confidence, valid
+
+
+def surface_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """HxWx3 points -> HxWx3 unit normals from central differences (zero where undefined)."""
+    dx = np.zeros_like(points)
+    dy = np.zeros_like(points)
+    dx[:, 1:-1] = points[:, 2:] - points[:, :-2]
+    dy[1:-1] = points[2:] - points[:-2]
+    normals = np.cross(dx, dy)
+    norm = np.linalg.norm(normals, axis=2, keepdims=True)
+    ok = (norm[..., 0] > 1e-12) & valid
+    return np.where(ok[..., None], normals / np.maximum(norm, 1e-12), 0).astype(np.float32)
+
+
+def geometric_features(points_cam: np.ndarray, points_world: np.ndarray, valid: np.ndarray,
+                       patch: int) -> torch.Tensor:
+    """Weight-free F3d: world normals (3) + log depth (1) pooled over valid pixels of each patch -> 4 x h x w."""
+    normals = surface_normals(points_world, valid)
+    log_depth = np.where(valid, np.log(np.maximum(points_cam[..., 2], 1e-6)), 0)[..., None]
+    stacked = torch.from_numpy(np.concatenate([normals, log_depth], axis=2)).permute(2, 0, 1)[None]
+    weight = torch.from_numpy(valid.astype(np.float32))[None, None]
+    pooled = F.avg_pool2d(stacked * weight, patch, ceil_mode=True)
+    count = F.avg_pool2d(weight, patch, ceil_mode=True)
+    return (pooled / count.clamp_min(1e-6))[0].float()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sources
+
+
+class RecordedGeometry:
+    """Geometry from recorded depth + K + pose (no state attention). See the module docstring."""
+
+    has_state_attention = False
+
+    def __init__(self, max_depth: float = 10.0, patch: int = 16, depth_scale: float = 1000.0,
+                 with_features: bool = True):
+        self.max_depth = float(max_depth)
+        self.patch = int(patch)
+        self.depth_scale = float(depth_scale)
+        self.with_features = with_features
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def compute(self, frame: Frame) -> FrameGeometry:
+        pose = check_pose(frame.pose_c2w)
+        k = check_intrinsics(frame.intrinsics)
+        depth = depth_to_metres(frame.depth, frame.height, frame.width, self.depth_scale)
+        points_cam = backproject(np.where(np.isfinite(depth), depth, 0).astype(np.float32), k)
+        points_cam[~np.isfinite(depth)] = np.nan
+        points_world = to_world(points_cam, pose)
+        confidence = np.ones(depth.shape, np.float32)
+        points_cam, points_world, confidence, valid = sanitize(points_cam, points_world, confidence,
+                                                               self.max_depth, None)
+        confidence *= valid
+        features = geometric_features(points_cam, points_world, valid, self.patch) if self.with_features else None
+        return FrameGeometry(pose, points_world, points_cam, confidence, valid, features, None, k)
+
+
+class Cut3rGeometry:
+    """Monocular geometry from CUT3R (wraps `moonseg3r_ros.core.cut3r.Cut3rStream`)."""
+
+    has_state_attention = True
+
+    def __init__(self, config: GeometryConfig, device: torch.device, dtype: torch.dtype = torch.float32,
+                 model: Optional[torch.nn.Module] = None):
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        cut3r = _import_cut3r()
+        if model is None:
+            model = load_cut3r(config.cut3r_checkpoint, self.device, cut3r)
+        self.model = model.to(self.device, dtype).eval()
+        self.stream = cut3r.Cut3rStream(self.model, self.device, dtype, config.image_long_side,
+                                        config.state_attention_layer, config.state_attention_heads)
+
+    def reset(self) -> None:
+        self.stream.reset()
+
+    def compute(self, frame: Frame) -> FrameGeometry:
+        with torch.inference_mode():
+            raw = self.stream.step(frame.image)
+        pose = check_pose(raw.pose_c2w, "CUT3R pose")
+        points_cam = np.asarray(raw.points_cam, np.float32)
+        points_world = np.asarray(raw.points_world, np.float32)
+        expected = (frame.height, frame.width, 3)
+        if points_cam.shape != expected or points_world.shape != expected:
+            raise GeometryError(f"CUT3R pointmaps have shape {points_cam.shape}/{points_world.shape}, "
+                                f"expected {expected}")
+        confidence = np.asarray(raw.confidence, np.float32)
+        points_cam, points_world, confidence, valid = sanitize(
+            points_cam, points_world, confidence, self.config.max_depth, self.config.min_confidence)
+        return FrameGeometry(pose, points_world, points_cam, confidence, valid, raw.features_3d,
+                             raw.state_attention, raw.intrinsics)
+
+    def close(self) -> None:
+        self.stream = None
+        self.model = None
+
+
+def _import_cut3r():
+    try:
+        from moonseg3r_ros.core import cut3r
+    except ImportError as err:
+        raise GeometryError(f"the CUT3R module cannot be imported: {err}") from err
+    return cut3r
+
+
+def load_cut3r(path: str, device: torch.device, cut3r: Any = None) -> torch.nn.Module:
+    """CUT3R model from a checkpoint path; GeometryError when the path is empty, missing or unloadable."""
+    if not path:
+        raise GeometryError("geometry.source is 'cut3r' but geometry.cut3r_checkpoint is empty: give the path "
+                            "of a CUT3R checkpoint (e.g. cut3r_512_dpt_4_64.pth) or use geometry.source "
+                            "'recorded' with depth + pose input")
+    if not Path(path).is_file():
+        raise GeometryError(f"CUT3R checkpoint '{path}' does not exist")
+    cut3r = cut3r or _import_cut3r()
+    try:
+        return cut3r.load_checkpoint(path, device)
+    except Exception as err:  # any loader failure becomes one clear error
+        raise GeometryError(f"CUT3R checkpoint '{path}' could not be loaded: {err}") from err
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def make_geometry_source(config: Any, device: torch.device) -> GeometrySource:
+    """GeometrySource for `config.geometry` (a PipelineConfig or a GeometryConfig)."""
+    geometry = getattr(config, "geometry", config)
+    if geometry.source == "recorded":
+        return RecordedGeometry(max_depth=geometry.max_depth, patch=geometry.feature_patch)
+    if geometry.source == "cut3r":
+        return Cut3rGeometry(geometry, device, _DTYPES[geometry.cut3r_dtype])
+    raise GeometryError(f"unknown geometry source '{geometry.source}' (use 'cut3r' or 'recorded')")
