@@ -1,0 +1,476 @@
+"""The instance map: fused, voxel-downsampled colored points with instance ids, plus per-instance records.
+
+Storage
+    One entry ("voxel") per occupied cell of size `MapConfig.voxel_size`, so memory grows with the scene,
+    not with the number of frames. Voxels live in append-only slot arrays (capacity doubling) plus a
+    sorted int64 key index (packed cell coordinates, see memory.pack_keys) used with searchsorted; an
+    update never loops over points in Python.
+
+Per-voxel rules (`integrate`)
+    - xyz, rgb, confidence: running means of the points that fell in the voxel; the past weighs at most
+      `MapConfig.max_point_weight` observations (so a capped running mean that can still adapt).
+    - instance id: a Boyer-Moore majority vote with counts. In one update the voxel's batch vote is the
+      majority id among its points with id != 0 (ties -> smaller id), with n = its point count. If it
+      equals the current id the count grows by n, else it shrinks by n and the id switches when the
+      count goes negative (count := -count). Counts are capped at `max_point_weight`. Points with id 0
+      (unassigned) update geometry/colour only.
+    Instance records: first_seen / last_seen are the stamps of the first / latest `integrate` that
+    carried points of the id; confidence is the mean voxel confidence over the instance's voxels.
+
+Ids start at 1 and are never reused (`next_id()`; integrating an id >= the counter advances it).
+`prune` makes the voxels of tiny or stale instances unassigned (id 0); their geometry stays.
+`merge_instances(keep, drop)` relabels drop's voxels to keep.
+
+Files
+    `save(path)` writes one uncompressed .npz (format version, magic, MapConfig as JSON, every array);
+    `InstanceMap.load(path)` restores it exactly or raises MapFileError. `export_ply` writes binary PLY
+    with x y z (float) red green blue (uchar) instance_id (int). `export_scannet` writes the ScanNet
+    benchmark instance prediction format over a mesh's vertices (nearest voxel within a max distance).
+"""
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .config import MapConfig
+from .memory import majority_per_group, voxel_keys
+
+FORMAT_VERSION = 1
+_MAGIC = "moonseg3r-instance-map"
+_GOLDEN = 0.618033988749895
+
+
+class MapFileError(Exception):
+    """A saved instance map cannot be read (missing, corrupt, truncated or of another format version)."""
+
+
+def instance_color(instance_id: int) -> np.ndarray:
+    """Stable distinct rgb float[3] in [0, 1] per id (golden-ratio hue); id 0 is grey."""
+    if instance_id == 0:
+        return np.array([0.5, 0.5, 0.5])
+    hue = (instance_id * _GOLDEN) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, 0.65, 0.95))
+
+
+@dataclass(eq=False)
+class InstanceRecord:
+    id: int
+    confidence: float
+    point_count: int  # voxels of the instance
+    centroid: np.ndarray  # (3,) float64
+    bbox_min: np.ndarray  # (3,) float32
+    bbox_max: np.ndarray  # (3,) float32
+    color: np.ndarray  # (3,) float rgb in [0, 1]
+    first_seen: float
+    last_seen: float
+    descriptor: np.ndarray  # float32[D] (D = 0 when unset)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InstanceRecord):
+            return NotImplemented
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not (np.asarray(a).dtype == np.asarray(b).dtype and np.array_equal(a, b)):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+
+@dataclass
+class _Meta:
+    first_seen: float
+    last_seen: float
+    descriptor: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+_SLOT_ARRAYS = {  # name -> (dtype, trailing shape)
+    "keys": (np.int64, ()), "xyz": (np.float32, (3,)), "rgb": (np.float32, (3,)), "conf": (np.float32, ()),
+    "weight": (np.float32, ()), "vote_id": (np.int32, ()), "vote_count": (np.int32, ()),
+}
+
+
+class InstanceMap:
+    """Voxel-fused colored points with instance ids and instance records (see module docstring)."""
+
+    def __init__(self, config: Optional[MapConfig] = None):
+        self.config = config if config is not None else MapConfig()
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        self._n = 0
+        self._slots = {name: np.zeros((1024,) + shape, dtype) for name, (dtype, shape) in _SLOT_ARRAYS.items()}
+        self._sorted_keys = np.zeros(0, np.int64)
+        self._sorted_slots = np.zeros(0, np.int64)
+        self._meta: dict[int, _Meta] = {}
+        self._next_id = 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self._slots.values()) + self._sorted_keys.nbytes
+                   + self._sorted_slots.nbytes)
+
+    def next_id(self) -> int:
+        """A fresh instance id (>= 1, never reused)."""
+        new = self._next_id
+        self._next_id += 1
+        return new
+
+    def _col(self, name: str) -> np.ndarray:
+        return self._slots[name][: self._n]
+
+    def _grow(self, extra: int) -> None:
+        need = self._n + extra
+        capacity = self._slots["keys"].shape[0]
+        if need <= capacity:
+            return
+        new_capacity = max(need, 2 * capacity)
+        for name, arr in self._slots.items():
+            grown = np.zeros((new_capacity,) + arr.shape[1:], arr.dtype)
+            grown[: self._n] = arr[: self._n]
+            self._slots[name] = grown
+
+    # ------------------------------------------------------------------------------------------ integrate
+    def integrate(self, points_world: np.ndarray, colors: np.ndarray, instance_ids: np.ndarray, stamp: float,
+                  confidences: Optional[np.ndarray] = None) -> None:
+        """Fuse points Nx3 float32, colors Nx3 uint8, ids N int32 (0 = unassigned), confidences N or None."""
+        points, colors, ids, conf = self._validated(points_world, colors, instance_ids, confidences)
+        if points.shape[0] == 0:
+            return
+        keys = voxel_keys(points, self.config.voxel_size)
+        ukeys, inverse = np.unique(keys, return_inverse=True)
+        slots = self._slots_for(ukeys)
+        self._fuse_means(slots, inverse, points, colors, conf)
+        assigned = ids != 0
+        groups, vote_id, vote_n = majority_per_group(inverse[assigned], ids[assigned])
+        self._vote(slots[groups], vote_id, vote_n)
+        self._touch(np.unique(ids[assigned]), float(stamp))
+
+    def _validated(self, points, colors, ids, conf):
+        points = np.asarray(points, np.float32)
+        colors = np.asarray(colors)
+        ids = np.asarray(ids).reshape(-1)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"points_world must be Nx3, got shape {points.shape}")
+        n = points.shape[0]
+        if colors.shape != (n, 3) or ids.shape != (n,):
+            raise ValueError(f"colors must be {n}x3 and instance_ids ({n},), got {colors.shape}, {ids.shape}")
+        if ids.size and ids.min() < 0:
+            raise ValueError("instance ids must be >= 0")
+        conf = np.ones(n, np.float32) if conf is None else np.asarray(conf, np.float32).reshape(-1)
+        if conf.shape != (n,):
+            raise ValueError(f"confidences must have {n} entries, got {conf.shape}")
+        finite = np.isfinite(points).all(axis=1) & np.isfinite(conf)
+        if not finite.all():
+            points, colors, ids, conf = points[finite], colors[finite], ids[finite], conf[finite]
+        return points, colors.astype(np.float32), ids.astype(np.int64), conf
+
+    def _slots_for(self, ukeys: np.ndarray) -> np.ndarray:
+        """Slot index for every sorted unique key, creating slots for new keys."""
+        pos = np.searchsorted(self._sorted_keys, ukeys)
+        found = pos < self._sorted_keys.size
+        found[found] = self._sorted_keys[pos[found]] == ukeys[found]
+        slots = np.empty(ukeys.size, np.int64)
+        slots[found] = self._sorted_slots[pos[found]]
+        fresh = np.flatnonzero(~found)
+        if fresh.size:
+            self._grow(fresh.size)
+            new_slots = np.arange(self._n, self._n + fresh.size)
+            self._slots["keys"][new_slots] = ukeys[fresh]
+            for name in ("weight", "vote_id", "vote_count"):
+                self._slots[name][new_slots] = 0
+            self._n += fresh.size
+            slots[fresh] = new_slots
+            self._sorted_keys = np.insert(self._sorted_keys, pos[fresh], ukeys[fresh])
+            self._sorted_slots = np.insert(self._sorted_slots, pos[fresh], new_slots)
+        return slots
+
+    def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
+        count = np.bincount(inverse, minlength=slots.size).astype(np.float32)
+        old_w = self._slots["weight"][slots]
+        total = old_w + count
+        for name, values in (("xyz", points), ("rgb", colors)):
+            sums = np.stack([np.bincount(inverse, values[:, c], slots.size) for c in range(3)], axis=1)
+            old = self._slots[name][slots]
+            self._slots[name][slots] = ((old * old_w[:, None] + sums) / total[:, None]).astype(np.float32)
+        conf_sum = np.bincount(inverse, conf, slots.size)
+        old_conf = self._slots["conf"][slots]
+        self._slots["conf"][slots] = ((old_conf * old_w + conf_sum) / total).astype(np.float32)
+        self._slots["weight"][slots] = np.minimum(total, float(self.config.max_point_weight))
+
+    def _vote(self, slots: np.ndarray, vote_id: np.ndarray, vote_n: np.ndarray) -> None:
+        current = self._slots["vote_id"][slots].astype(np.int64)
+        count = self._slots["vote_count"][slots].astype(np.int64)
+        count = np.where(current == vote_id, count + vote_n, count - vote_n)
+        switch = count < 0
+        current = np.where(switch, vote_id, current)
+        count = np.minimum(np.abs(count), self.config.max_point_weight)
+        self._slots["vote_id"][slots] = current
+        self._slots["vote_count"][slots] = count
+
+    def _touch(self, ids: np.ndarray, stamp: float) -> None:
+        for i in ids.tolist():
+            meta = self._meta.get(i)
+            if meta is None:
+                self._meta[i] = _Meta(stamp, stamp)
+            else:
+                meta.first_seen = min(meta.first_seen, stamp)
+                meta.last_seen = max(meta.last_seen, stamp)
+        if ids.size:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+
+    # ------------------------------------------------------------------------------------------ queries
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(xyz Nx3 float32, rgb Nx3 uint8, ids N int32) of the fused voxels."""
+        rgb = np.clip(np.rint(self._col("rgb")), 0, 255).astype(np.uint8)
+        return self._col("xyz").copy(), rgb, self._col("vote_id").copy()
+
+    def instance_ids(self) -> np.ndarray:
+        """Sorted ids that own at least one voxel."""
+        ids = np.unique(self._col("vote_id"))
+        return ids[ids != 0].astype(np.int64)
+
+    def instances(self) -> list[InstanceRecord]:
+        """One record per id owning at least one voxel, ascending id."""
+        ids = self._col("vote_id")
+        assigned = np.flatnonzero(ids != 0)
+        if assigned.size == 0:
+            return []
+        order = assigned[np.argsort(ids[assigned], kind="stable")]
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        counts = np.diff(np.r_[starts, order.size])
+        xyz = self._col("xyz")[order].astype(np.float64)
+        centroid = np.add.reduceat(xyz, starts, axis=0) / counts[:, None]
+        lo = np.minimum.reduceat(self._col("xyz")[order], starts, axis=0)
+        hi = np.maximum.reduceat(self._col("xyz")[order], starts, axis=0)
+        conf = np.add.reduceat(self._col("conf")[order].astype(np.float64), starts) / counts
+        return [self._record(int(sorted_ids[s]), float(conf[k]), int(counts[k]), centroid[k], lo[k], hi[k])
+                for k, s in enumerate(starts)]
+
+    def _record(self, instance_id, confidence, count, centroid, lo, hi) -> InstanceRecord:
+        meta = self._meta.get(instance_id) or _Meta(float("nan"), float("nan"))
+        return InstanceRecord(instance_id, confidence, count, centroid, lo, hi, instance_color(instance_id),
+                              meta.first_seen, meta.last_seen, meta.descriptor.copy())
+
+    def set_descriptor(self, instance_id: int, descriptor: np.ndarray) -> None:
+        """Store a float32[D] descriptor (e.g. the bank query) for an id."""
+        if instance_id <= 0:
+            raise ValueError(f"instance id must be >= 1, got {instance_id}")
+        meta = self._meta.setdefault(int(instance_id), _Meta(float("nan"), float("nan")))
+        meta.descriptor = np.asarray(descriptor, np.float32).reshape(-1).copy()
+        self._next_id = max(self._next_id, int(instance_id) + 1)
+
+    # ------------------------------------------------------------------------------------------ edits
+    def merge_instances(self, keep: int, drop: int) -> None:
+        """Relabel drop's voxels to keep; seen-times span both; descriptors average weighted by voxel count."""
+        if keep == drop or keep <= 0 or drop <= 0:
+            raise ValueError(f"merge_instances needs two distinct ids >= 1, got {keep}, {drop}")
+        ids = self._col("vote_id")
+        n_keep, n_drop = int((ids == keep).sum()), int((ids == drop).sum())
+        ids[ids == drop] = keep
+        a, b = self._meta.get(keep), self._meta.pop(drop, None)
+        if b is None:
+            return
+        if a is None:
+            self._meta[keep] = b
+            return
+        a.first_seen = float(np.fmin(a.first_seen, b.first_seen))
+        a.last_seen = float(np.fmax(a.last_seen, b.last_seen))
+        if a.descriptor.size == 0:
+            a.descriptor = b.descriptor
+        elif b.descriptor.size and a.descriptor.shape == b.descriptor.shape:
+            wa = n_keep / (n_keep + n_drop) if n_keep + n_drop else 0.5
+            a.descriptor = (wa * a.descriptor + (1 - wa) * b.descriptor).astype(np.float32)
+
+    def prune(self, now: float, min_points: Optional[int] = None, stale_after_s: Optional[float] = None
+              ) -> list[int]:
+        """Unassign (id 0) the voxels of instances with < min_points voxels or unseen for > stale_after_s
+        (0 = never stale); defaults from MapConfig. Returns the pruned ids, ascending."""
+        min_points = self.config.min_instance_points if min_points is None else min_points
+        stale = self.config.stale_after_s if stale_after_s is None else stale_after_s
+        ids = self._col("vote_id")
+        counts = np.bincount(ids, minlength=self._next_id)
+        candidates = set(self._meta) | set(self.instance_ids().tolist())
+        pruned = sorted(i for i in candidates
+                        if counts[i] < min_points
+                        or (stale > 0 and i in self._meta and now - self._meta[i].last_seen > stale))
+        if pruned:
+            hit = np.isin(ids, pruned)
+            ids[hit] = 0
+            self._col("vote_count")[hit] = 0
+            for i in pruned:
+                self._meta.pop(i, None)
+        return pruned
+
+    # ------------------------------------------------------------------------------------------ export
+    def export_ply(self, path: str | os.PathLike, color_by: str = "instance") -> None:
+        """Binary little-endian PLY: x y z float, red green blue uchar, instance_id int."""
+        if color_by not in ("instance", "rgb"):
+            raise ValueError(f"color_by must be 'instance' or 'rgb', got {color_by!r}")
+        xyz, rgb, ids = self.points()
+        if color_by == "instance":
+            rgb = self._palette(ids)
+        vertex = np.empty(xyz.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
+                                               ("green", "u1"), ("blue", "u1"), ("instance_id", "<i4")])
+        vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+        vertex["instance_id"] = ids
+        header = ("ply\nformat binary_little_endian 1.0\ncomment moonseg3r instance map\n"
+                  f"element vertex {xyz.shape[0]}\nproperty float x\nproperty float y\nproperty float z\n"
+                  "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty int instance_id\n"
+                  "end_header\n")
+        with open(path, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(vertex.tobytes())
+
+    @staticmethod
+    def _palette(ids: np.ndarray) -> np.ndarray:
+        """N ids -> Nx3 uint8 instance colours."""
+        unique, inverse = np.unique(ids, return_inverse=True)
+        table = np.stack([instance_color(int(i)) for i in unique]) if unique.size else np.zeros((0, 3))
+        return np.rint(table * 255).astype(np.uint8)[inverse.reshape(-1)]
+
+    def vertex_ids(self, vertices: np.ndarray, max_distance: Optional[float] = None) -> np.ndarray:
+        """Vertices Vx3 -> V int32 id of the nearest voxel within max_distance (0 = none)."""
+        vertices = np.asarray(vertices, np.float64)
+        if vertices.ndim != 2 or vertices.shape[1] != 3:
+            raise ValueError(f"vertices must be Vx3, got shape {vertices.shape}")
+        if max_distance is None:
+            max_distance = self.config.export_max_distance or 2.0 * self.config.voxel_size
+        out = np.zeros(vertices.shape[0], np.int32)
+        if self._n == 0 or vertices.shape[0] == 0:
+            return out
+        dist, idx = cKDTree(self._col("xyz")).query(vertices, distance_upper_bound=max_distance)
+        hit = np.isfinite(dist)
+        out[hit] = self._col("vote_id")[idx[hit]]
+        return out
+
+    def export_scannet(self, vertices: np.ndarray, out_dir: str | os.PathLike, scene_name: str,
+                       min_points: int = 1, max_distance: Optional[float] = None) -> list[int]:
+        """ScanNet instance prediction files over mesh vertices (class-agnostic, label id 1).
+
+        Writes <out_dir>/<scene>.txt ("pred_mask/<scene>_<k>.txt 1 <confidence>" per instance) and
+        <out_dir>/pred_mask/<scene>_<k>.txt (one 0/1 per vertex). Instances covering fewer than
+        min_points vertices are skipped. Returns the exported instance ids in file order (k = 0, 1, ...).
+        """
+        vertex_ids = self.vertex_ids(vertices, max_distance)
+        out = Path(out_dir)
+        (out / "pred_mask").mkdir(parents=True, exist_ok=True)
+        lines, exported = [], []
+        for record in self.instances():
+            mask = vertex_ids == record.id
+            if int(mask.sum()) < max(min_points, 1):
+                continue
+            name = f"pred_mask/{scene_name}_{len(exported):03d}.txt"
+            _write_mask(out / name, mask)
+            lines.append(f"{name} 1 {record.confidence:.6f}\n")
+            exported.append(record.id)
+        (out / f"{scene_name}.txt").write_text("".join(lines))
+        return exported
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole map to one .npz file (exact round trip with `load`)."""
+        meta_ids = np.array(sorted(self._meta), np.int64)
+        metas = [self._meta[i] for i in meta_ids.tolist()]
+        arrays = {f"slot_{name}": self._col(name) for name in _SLOT_ARRAYS}
+        arrays.update(
+            magic=np.array(_MAGIC), format_version=np.array(FORMAT_VERSION, np.int64),
+            config=np.array(json.dumps(dataclasses.asdict(self.config))), next_id=np.array(self._next_id, np.int64),
+            meta_ids=meta_ids, meta_first_seen=np.array([m.first_seen for m in metas], np.float64),
+            meta_last_seen=np.array([m.last_seen for m in metas], np.float64),
+            meta_desc_len=np.array([m.descriptor.size for m in metas], np.int64),
+            meta_desc_data=np.concatenate([m.descriptor for m in metas] + [np.zeros(0, np.float32)]),
+        )
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "InstanceMap":
+        """Read a map written by `save`; MapFileError when missing, corrupt, truncated or another version."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            raise MapFileError(f"instance map file not found: {path}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
+        return cls._from_arrays(arrays, str(path))
+
+    @classmethod
+    def _from_arrays(cls, a: dict[str, np.ndarray], path: str) -> "InstanceMap":
+        need = {"magic", "format_version", "config", "next_id", "meta_ids", "meta_first_seen", "meta_last_seen",
+                "meta_desc_len", "meta_desc_data"} | {f"slot_{n}" for n in _SLOT_ARRAYS}
+        missing = sorted(need - set(a))
+        if missing:
+            raise MapFileError(f"{path} is not a moonseg3r instance map (missing {missing})")
+        if str(a["magic"]) != _MAGIC:
+            raise MapFileError(f"{path} is not a moonseg3r instance map (magic {str(a['magic'])!r})")
+        version = int(a["format_version"])
+        if version != FORMAT_VERSION:
+            raise MapFileError(f"{path} has map format version {version}; this build reads {FORMAT_VERSION}")
+        try:
+            config = _config_from_json(str(a["config"]))
+        except (ValueError, TypeError) as err:
+            raise MapFileError(f"{path}: bad map configuration: {err}") from None
+        instance_map = cls(config)
+        instance_map._restore_slots(a, path)
+        instance_map._restore_meta(a, path)
+        instance_map._next_id = int(a["next_id"])
+        return instance_map
+
+    def _restore_slots(self, a: dict[str, np.ndarray], path: str) -> None:
+        n = a["slot_keys"].shape[0]
+        for name, (dtype, shape) in _SLOT_ARRAYS.items():
+            arr = a[f"slot_{name}"]
+            if arr.dtype != dtype or arr.shape != (n,) + shape:
+                raise MapFileError(f"{path}: array {name} has {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} "
+                                   f"{(n,) + shape}")
+        order = np.argsort(a["slot_keys"], kind="stable")
+        sorted_keys = a["slot_keys"][order]
+        if n > 1 and not (np.diff(sorted_keys) > 0).all():
+            raise MapFileError(f"{path}: duplicate voxel keys")
+        self._slots = {name: a[f"slot_{name}"].copy() for name in _SLOT_ARRAYS}
+        self._n = n
+        self._sorted_keys, self._sorted_slots = sorted_keys, order.astype(np.int64)
+        if n == 0:
+            self.reset()
+
+    def _restore_meta(self, a: dict[str, np.ndarray], path: str) -> None:
+        ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]
+        if not (ids.shape == lengths.shape == a["meta_first_seen"].shape == a["meta_last_seen"].shape) \
+                or lengths.sum() != data.size or data.dtype != np.float32:
+            raise MapFileError(f"{path}: inconsistent instance records")
+        offsets = np.r_[0, np.cumsum(lengths)]
+        self._meta = {int(i): _Meta(float(a["meta_first_seen"][k]), float(a["meta_last_seen"][k]),
+                                    data[offsets[k]:offsets[k + 1]].copy())
+                      for k, i in enumerate(ids.tolist())}
+
+
+def _config_from_json(text: str) -> MapConfig:
+    values = json.loads(text)
+    known = {f.name for f in dataclasses.fields(MapConfig)}
+    return MapConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    """One '0'/'1' line per vertex, written as bytes without a Python loop."""
+    text = np.empty(2 * mask.size, np.uint8)
+    text[0::2] = ord("0") + mask.astype(np.uint8)
+    text[1::2] = ord("\n")
+    path.write_bytes(text.tobytes())
