@@ -6,3 +6,7 @@ from .config import Cut3rConfig
 from .modeling.cut3r import Cut3r, build_cut3r
 
 __all__ = ["Cut3r", "Cut3rConfig", "build_cut3r"]
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint  # noqa: E402
+
+__all__ += ["CheckpointError", "load_checkpoint", "read_checkpoint"]

@@ -101,9 +101,15 @@ class Cut3rConfig:
                 "pos_embed", "img_size", "depth_mode", "conf_mode", "pose_mode", "rgb_head", "norm_layer"}
         names = {"enc_embed_dim", "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth", "dec_num_heads",
                  "state_size", "state_dec_num_heads", "local_mem_size", "ray_enc_depth", "patch_size", "mlp_ratio"}
+        names |= {"ray_enc_num_heads", "dpt_feature_dim", "final_transform_depth", "norm_eps"}  # ours (fixed
+        # in the official code) so that small test models can be described too
         values = {name: kw[name] for name in names if name in kw}
-        if "mlp_ratio" in values:
-            values["mlp_ratio"] = float(values["mlp_ratio"])
+        if "dpt_layer_dims" in kw:
+            values["dpt_layer_dims"] = tuple(int(d) for d in kw["dpt_layer_dims"])
+            used.add("dpt_layer_dims")
+        for name in ("mlp_ratio", "norm_eps"):
+            if name in values:
+                values[name] = float(values[name])
         extra = {k: v for k, v in kw.items() if k not in used | names}
         return cls(rope_base=float(match.group(1)), img_size=(int(img_size[0]), int(img_size[1])),
                    depth_mode=_mode(kw.get("depth_mode", ("exp", "-inf", "inf")), "depth_mode"),
