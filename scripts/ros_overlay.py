@@ -26,6 +26,8 @@ def _prepend(var: str, entries: list) -> None:
 def apply() -> None:
     if os.environ.get("MOONSEG3R_NO_OVERLAY") or not os.path.isdir(INSTALL_DIR):
         return
+    if any("_local_setup_util" in str(arg) for arg in getattr(sys, "orig_argv", [])):
+        return  # colcon's setup files compute the environment themselves: don't pre-empt them
     pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     prefixes, libs = [], []
     for name in sorted(os.listdir(INSTALL_DIR)):
