@@ -96,9 +96,12 @@ def _read_png16(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def _read_K(path: Path) -> np.ndarray:
-    m = np.loadtxt(path, ndmin=2) if path.is_file() else None
-    if m is None:
+    if not path.is_file():
         raise DatasetError(f"intrinsics file not found: {path}")
+    try:
+        m = np.loadtxt(path, ndmin=2)
+    except ValueError as e:
+        raise DatasetError(f"{path}: not a numeric matrix ({e})") from None
     if m.shape not in ((3, 3), (4, 4)):
         raise DatasetError(f"{path}: expected a 3x3 or 4x4 matrix, got {m.shape}")
     return m[:3, :3].astype(np.float64)
