@@ -192,8 +192,10 @@ def test_message_crosses_processes(peer, local_node, topic, msg_type, expected):
     _spin_until(executor, lambda: bool(received), peer)
     assert received, f"no {msg_type.__name__} from the peer process on {NS}/{topic}"
     assert received[0] == expected
-    # The publisher really is another process: the graph names it.
+    # The publisher really is another process: the graph names it (graph updates arrive asynchronously).
+    _spin_until(executor, lambda: "msgs_peer" in node.get_node_names(), peer)
     assert "msgs_peer" in node.get_node_names()
+    assert "msgs_peer" not in [n.get_name() for n in executor.get_nodes()]
 
 
 def _call(node, executor, peer_proc, srv_type, name, request):
