@@ -124,8 +124,7 @@ def test_save_load_exact_round_trip(tmp_path):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     for name in m._slots:
         assert np.array_equal(m._col(name), loaded._col(name))
-    assert np.array_equal(m._sorted_keys, loaded._sorted_keys)
-    assert np.array_equal(m._sorted_slots, loaded._sorted_slots)
+    assert np.array_equal(loaded._hash.lookup(m._col("keys")), np.arange(len(m)))
     assert m.instances() == loaded.instances() and len(m.instances()) == 3
     assert loaded.config == m.config
     assert loaded.next_id() == m.next_id()

@@ -56,10 +56,11 @@ def pool_masks_to_grid(masks, grid_h: int, grid_w: int) -> np.ndarray:
         return masks.reshape(n, -1).astype(np.float32)
     if height % grid_h == 0 and width % grid_w == 0:
         ph, pw = height // grid_h, width // grid_w
-        blocks = masks.view(np.uint8) if masks.dtype == bool else masks
-        t = torch.from_numpy(np.ascontiguousarray(blocks)).reshape(n, grid_h, ph, grid_w, pw)
-        sums = t.sum(dim=(2, 4), dtype=torch.int32).numpy().astype(np.float32)
-        return sums.reshape(n, -1) / float(ph * pw)
+        pixels = np.ascontiguousarray(masks.view(np.uint8) if masks.dtype == bool else masks != 0)
+        acc = np.uint16 if ph < 65536 else np.int64
+        rows = np.add.reduce(pixels.reshape(n * grid_h, ph, width), axis=1, dtype=acc)  # outer-axis adds
+        sums = rows.reshape(n * grid_h, grid_w, pw).sum(axis=2, dtype=np.int64)
+        return sums.reshape(n, -1).astype(np.float32) / float(ph * pw)
     rows = _area_matrix(height, grid_h)  # grid_h x H
     cols = _area_matrix(width, grid_w)  # grid_w x W
     m = torch.from_numpy(masks.astype(np.float32))

@@ -2,9 +2,9 @@
 
 Storage
     One entry ("voxel") per occupied cell of size `MapConfig.voxel_size`, so memory grows with the scene,
-    not with the number of frames. Voxels live in append-only slot arrays (capacity doubling) plus a
-    sorted int64 key index (packed cell coordinates, see memory.pack_keys) used with searchsorted; an
-    update never loops over points in Python.
+    not with the number of frames. Voxels live in append-only slot arrays (capacity doubling) indexed by
+    a vectorised open-addressing hash of int64 keys (packed cell coordinates, see memory.VoxelHash); an
+    update never sorts the frame's points and never loops over points in Python.
 
 Per-voxel rules (`integrate`)
     - xyz, rgb, confidence: running means of the points that fell in the voxel; the past weighs at most
@@ -42,7 +42,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .config import MapConfig
-from .memory import majority_per_group, voxel_keys
+from .memory import VoxelHash, dense_groups, majority_of_groups, voxel_keys
 
 FORMAT_VERSION = 1
 _MAGIC = "moonseg3r-instance-map"
@@ -111,8 +111,7 @@ class InstanceMap:
     def reset(self) -> None:
         self._n = 0
         self._slots = {name: np.zeros((1024,) + shape, dtype) for name, (dtype, shape) in _SLOT_ARRAYS.items()}
-        self._sorted_keys = np.zeros(0, np.int64)
-        self._sorted_slots = np.zeros(0, np.int64)
+        self._hash = VoxelHash()
         self._meta: dict[int, _Meta] = {}
         self._next_id = 1
 
@@ -121,8 +120,7 @@ class InstanceMap:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self._slots.values()) + self._sorted_keys.nbytes
-                   + self._sorted_slots.nbytes)
+        return int(sum(a.nbytes for a in self._slots.values()) + self._hash._table.nbytes)
 
     def next_id(self) -> int:
         """A fresh instance id (>= 1, never reused)."""
@@ -151,14 +149,14 @@ class InstanceMap:
         points, colors, ids, conf = self._validated(points_world, colors, instance_ids, confidences)
         if points.shape[0] == 0:
             return
-        keys = voxel_keys(points, self.config.voxel_size)
-        ukeys, inverse = np.unique(keys, return_inverse=True)
-        slots = self._slots_for(ukeys)
-        self._fuse_means(slots, inverse, points, colors, conf)
+        slots = self._slots_for(voxel_keys(points, self.config.voxel_size))
+        touched, inverse = dense_groups(slots, self._n)
+        self._fuse_means(touched, inverse, points, colors, conf)
         assigned = ids != 0
-        groups, vote_id, vote_n = majority_per_group(inverse[assigned], ids[assigned])
-        self._vote(slots[groups], vote_id, vote_n)
-        self._touch(np.unique(ids[assigned]), float(stamp))
+        vote_id, vote_n = majority_of_groups(inverse[assigned], ids[assigned], touched.size)
+        has_vote = vote_n > 0
+        self._vote(touched[has_vote], vote_id[has_vote], vote_n[has_vote])
+        self._touch(np.flatnonzero(np.bincount(ids[assigned])), float(stamp))
 
     def _validated(self, points, colors, ids, conf):
         points = np.asarray(points, np.float32)
@@ -179,24 +177,20 @@ class InstanceMap:
             points, colors, ids, conf = points[finite], colors[finite], ids[finite], conf[finite]
         return points, colors.astype(np.float32), ids.astype(np.int64), conf
 
-    def _slots_for(self, ukeys: np.ndarray) -> np.ndarray:
-        """Slot index for every sorted unique key, creating slots for new keys."""
-        pos = np.searchsorted(self._sorted_keys, ukeys)
-        found = pos < self._sorted_keys.size
-        found[found] = self._sorted_keys[pos[found]] == ukeys[found]
-        slots = np.empty(ukeys.size, np.int64)
-        slots[found] = self._sorted_slots[pos[found]]
-        fresh = np.flatnonzero(~found)
-        if fresh.size:
-            self._grow(fresh.size)
-            new_slots = np.arange(self._n, self._n + fresh.size)
-            self._slots["keys"][new_slots] = ukeys[fresh]
-            for name in ("weight", "vote_id", "vote_count"):
+    def _slots_for(self, keys: np.ndarray) -> np.ndarray:
+        """Slot of every point's key, creating slots for keys not seen before."""
+        slots = self._hash.lookup(keys)
+        absent = slots < 0
+        if absent.any():
+            new_keys, inverse = np.unique(keys[absent], return_inverse=True)
+            self._grow(new_keys.size)
+            new_slots = np.arange(self._n, self._n + new_keys.size)
+            self._slots["keys"][new_slots] = new_keys
+            for name in ("xyz", "rgb", "conf", "weight", "vote_id", "vote_count"):
                 self._slots[name][new_slots] = 0
-            self._n += fresh.size
-            slots[fresh] = new_slots
-            self._sorted_keys = np.insert(self._sorted_keys, pos[fresh], ukeys[fresh])
-            self._sorted_slots = np.insert(self._sorted_slots, pos[fresh], new_slots)
+            self._hash.insert(new_keys, new_slots)
+            self._n += new_keys.size
+            slots[absent] = new_slots[inverse.reshape(-1)]
         return slots
 
     def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
@@ -247,20 +241,22 @@ class InstanceMap:
     def instances(self) -> list[InstanceRecord]:
         """One record per id owning at least one voxel, ascending id."""
         ids = self._col("vote_id")
-        assigned = np.flatnonzero(ids != 0)
-        if assigned.size == 0:
+        size = max(self._next_id, int(ids.max(initial=0)) + 1)
+        counts = np.bincount(ids, minlength=size)
+        present = np.flatnonzero(counts[1:]) + 1
+        if present.size == 0:
             return []
-        order = assigned[np.argsort(ids[assigned], kind="stable")]
-        sorted_ids = ids[order]
-        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-        counts = np.diff(np.r_[starts, order.size])
-        xyz = self._col("xyz")[order].astype(np.float64)
-        centroid = np.add.reduceat(xyz, starts, axis=0) / counts[:, None]
-        lo = np.minimum.reduceat(self._col("xyz")[order], starts, axis=0)
-        hi = np.maximum.reduceat(self._col("xyz")[order], starts, axis=0)
-        conf = np.add.reduceat(self._col("conf")[order].astype(np.float64), starts) / counts
-        return [self._record(int(sorted_ids[s]), float(conf[k]), int(counts[k]), centroid[k], lo[k], hi[k])
-                for k, s in enumerate(starts)]
+        xyz = self._col("xyz")
+        sums = np.stack([np.bincount(ids, xyz[:, c], size) for c in range(3)], axis=1)
+        centroid = sums[present] / counts[present, None]
+        lo = np.full((3, size), np.inf, np.float32)
+        hi = np.full((3, size), -np.inf, np.float32)
+        for c in range(3):
+            np.minimum.at(lo[c], ids, xyz[:, c])
+            np.maximum.at(hi[c], ids, xyz[:, c])
+        conf = np.bincount(ids, self._col("conf"), size)[present] / counts[present]
+        return [self._record(int(i), float(conf[k]), int(counts[i]), centroid[k], lo[:, i].copy(), hi[:, i].copy())
+                for k, i in enumerate(present)]
 
     def _record(self, instance_id, confidence, count, centroid, lo, hi) -> InstanceRecord:
         meta = self._meta.get(instance_id) or _Meta(float("nan"), float("nan"))
@@ -441,15 +437,14 @@ class InstanceMap:
             if arr.dtype != dtype or arr.shape != (n,) + shape:
                 raise MapFileError(f"{path}: array {name} has {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} "
                                    f"{(n,) + shape}")
-        order = np.argsort(a["slot_keys"], kind="stable")
-        sorted_keys = a["slot_keys"][order]
-        if n > 1 and not (np.diff(sorted_keys) > 0).all():
-            raise MapFileError(f"{path}: duplicate voxel keys")
+        if np.unique(a["slot_keys"]).size != n or (n and a["slot_keys"].min() < 0):
+            raise MapFileError(f"{path}: duplicate or invalid voxel keys")
+        if n == 0:
+            return
         self._slots = {name: a[f"slot_{name}"].copy() for name in _SLOT_ARRAYS}
         self._n = n
-        self._sorted_keys, self._sorted_slots = sorted_keys, order.astype(np.int64)
-        if n == 0:
-            self.reset()
+        self._hash = VoxelHash(2 * n)
+        self._hash.insert(self._slots["keys"], np.arange(n))
 
     def _restore_meta(self, a: dict[str, np.ndarray], path: str) -> None:
         ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]

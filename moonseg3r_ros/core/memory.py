@@ -101,6 +101,95 @@ def majority_per_group(group: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, 
     return pg[chosen], pi[chosen], counts[chosen]
 
 
+def majority_of_groups(inverse: np.ndarray, ids: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Same result as `majority_per_group` for dense groups 0..G-1, sorting only the groups with mixed ids.
+
+    inverse: N int group of each element; ids: N int (> 0). Returns (vote id G int64, its count G int64);
+    groups without elements get id 0 and count 0.
+    """
+    cand = np.zeros(num_groups, np.int64)
+    cand[inverse] = ids
+    match = ids == cand[inverse]
+    count = np.bincount(inverse[match], minlength=num_groups).astype(np.int64)
+    mixed = (count < np.bincount(inverse, minlength=num_groups))[inverse]
+    if mixed.any():
+        groups, vote, n = majority_per_group(inverse[mixed], ids[mixed])
+        cand[groups], count[groups] = vote, n
+    return cand, count
+
+
+def dense_groups(slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """N slot indices in [0, num_slots) -> (touched slots U ascending, inverse N in [0, U)) without sorting."""
+    touched = np.zeros(num_slots, bool)
+    touched[slots] = True
+    unique = np.flatnonzero(touched)
+    rank = np.empty(num_slots, np.int64)
+    rank[unique] = np.arange(unique.size)
+    return unique, rank[slots]
+
+
+class VoxelHash:
+    """Vectorised open-addressing (linear probing) hash table: int64 key >= 0 -> int64 slot.
+
+    Lookups and inserts take whole arrays; the Python loop runs once per probe step, not per key.
+    The table doubles when half full. Keys are never deleted (callers mark slots unused instead).
+    """
+
+    _EMPTY = -1
+    _MULT = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, capacity: int = 1024):
+        self._bits = max(int(np.ceil(np.log2(max(capacity, 16)))), 4)
+        self._table = np.full((1 << self._bits, 2), self._EMPTY, np.int64)  # rows: (key, slot)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.view(np.uint64) * self._MULT) >> np.uint64(64 - self._bits)).astype(np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """N int64 keys -> N int64 slots (-1 where absent)."""
+        keys = np.ascontiguousarray(keys, np.int64)
+        out = np.full(keys.size, -1, np.int64)
+        pending = np.arange(keys.size)
+        pos = self._hash(keys)
+        mask = (1 << self._bits) - 1
+        while pending.size:
+            rows = self._table[pos]
+            hit = rows[:, 0] == keys[pending]
+            out[pending[hit]] = rows[hit, 1]
+            more = ~hit & (rows[:, 0] != self._EMPTY)
+            pending, pos = pending[more], (pos[more] + 1) & mask
+        return out
+
+    def insert(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        """Add unique keys that are not in the table yet, with their slots."""
+        keys = np.ascontiguousarray(keys, np.int64)
+        slots = np.asarray(slots, np.int64)
+        if 2 * (self._size + keys.size) > self._table.shape[0]:
+            self._rebuild(2 * (self._size + keys.size))
+        mask = (1 << self._bits) - 1
+        pending, pos = np.arange(keys.size), self._hash(keys)
+        while pending.size:
+            free = np.flatnonzero(self._table[pos, 0] == self._EMPTY)
+            _, first = np.unique(pos[free], return_index=True)
+            winners = free[first]
+            self._table[pos[winners], 0] = keys[pending[winners]]
+            self._table[pos[winners], 1] = slots[pending[winners]]
+            losers = np.ones(pending.size, bool)
+            losers[winners] = False
+            pending, pos = pending[losers], (pos[losers] + 1) & mask
+        self._size += keys.size
+
+    def _rebuild(self, min_capacity: int) -> None:
+        used = self._table[self._table[:, 0] != self._EMPTY]
+        self.__init__(max(min_capacity, 2 * self._table.shape[0]))
+        if used.size:
+            self.insert(used[:, 0], used[:, 1])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # camera helpers
 
@@ -182,23 +271,29 @@ class QueryIndexMemory:
         self.reset()
 
     def reset(self) -> None:
-        self._keys = np.zeros(0, np.int64)  # sorted, unique
-        self._ids = np.zeros(0, np.int32)
+        self._hash = VoxelHash()
+        self._n = 0  # slots in use (claimed or released cells)
+        self._keys = np.zeros(1024, np.int64)
+        self._centres = np.zeros((1024, 3), np.float64)
+        self._ids = np.zeros(1024, np.int32)  # 0 = released cell (kept in the hash, claims nothing)
 
     def __len__(self) -> int:
-        return int(self._keys.size)
+        """Number of claimed cells."""
+        return int(np.count_nonzero(self._ids[: self._n]))
 
     @property
     def nbytes(self) -> int:
-        return int(self._keys.nbytes + self._ids.nbytes)
+        return int(self._keys.nbytes + self._centres.nbytes + self._ids.nbytes + self._hash._table.nbytes)
 
     def cells(self) -> tuple[np.ndarray, np.ndarray]:
-        """(centres Cx3 float64 world cell centres, ids C int32) of all occupied cells."""
-        return (unpack_keys(self._keys) + 0.5) * self.voxel_size, self._ids.copy()
+        """(centres Cx3 float64 world cell centres, ids C int32) of all claimed cells."""
+        claimed = np.flatnonzero(self._ids[: self._n])
+        return self._centres[claimed].copy(), self._ids[claimed].copy()
 
     def ids(self) -> np.ndarray:
         """Sorted unique instance ids that own at least one cell."""
-        return np.unique(self._ids)
+        ids = np.unique(self._ids[: self._n])
+        return ids[ids != 0]
 
     def update(self, points_world: np.ndarray, instance_ids: np.ndarray) -> None:
         """Claim the cells of points_world Nx3 for instance_ids N (0 = no claim). Majority in-batch, latest wins."""
@@ -209,40 +304,54 @@ class QueryIndexMemory:
         keep = (instance_ids != 0) & np.isfinite(points_world).all(axis=1)
         if not keep.any():
             return
-        keys = voxel_keys(points_world[keep], self.voxel_size)
-        new_keys, new_ids, _ = majority_per_group(keys, instance_ids[keep])
-        self._merge(new_keys, new_ids.astype(np.int32))
+        ids = instance_ids[keep].astype(np.int64)
+        slots = self._slots_for(voxel_keys(points_world[keep], self.voxel_size))
+        touched, inverse = dense_groups(slots, self._n)
+        vote, _ = majority_of_groups(inverse, ids, touched.size)
+        self._ids[touched] = vote
 
-    def _merge(self, new_keys: np.ndarray, new_ids: np.ndarray) -> None:
-        """Insert sorted unique new_keys with new_ids; existing cells are overwritten."""
-        pos = np.searchsorted(self._keys, new_keys)
-        found = pos < self._keys.size
-        found[found] = self._keys[pos[found]] == new_keys[found]
-        self._ids[pos[found]] = new_ids[found]
-        fresh = ~found
-        if fresh.any():
-            self._keys = np.insert(self._keys, pos[fresh], new_keys[fresh])
-            self._ids = np.insert(self._ids, pos[fresh], new_ids[fresh])
+    def _slots_for(self, keys: np.ndarray) -> np.ndarray:
+        """Slot of every key, creating slots (and centres) for keys not seen before."""
+        slots = self._hash.lookup(keys)
+        absent = slots < 0
+        if absent.any():
+            new_keys, inverse = np.unique(keys[absent], return_inverse=True)
+            new_slots = np.arange(self._n, self._n + new_keys.size)
+            self._grow(self._n + new_keys.size)
+            self._keys[new_slots] = new_keys
+            self._centres[new_slots] = (unpack_keys(new_keys) + 0.5) * self.voxel_size
+            self._hash.insert(new_keys, new_slots)
+            self._n += new_keys.size
+            slots[absent] = new_slots[inverse.reshape(-1)]
+        return slots
+
+    def _grow(self, need: int) -> None:
+        if need <= self._keys.shape[0]:
+            return
+        capacity = max(need, 2 * self._keys.shape[0])
+        for name in ("_keys", "_centres", "_ids"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity,) + old.shape[1:], old.dtype)
+            grown[: self._n] = old[: self._n]
+            setattr(self, name, grown)
 
     def remove(self, ids: Iterable[int]) -> None:
-        """Drop every cell claimed by one of ids."""
-        drop = np.isin(self._ids, np.asarray(list(ids), np.int64))
-        self._keys, self._ids = self._keys[~drop], self._ids[~drop]
+        """Release every cell claimed by one of ids."""
+        ids_now = self._ids[: self._n]
+        ids_now[np.isin(ids_now, np.asarray(list(ids), np.int64))] = 0
 
     def relabel(self, mapping: Mapping[int, int]) -> None:
-        """Rename ids (old -> new), e.g. after merging instances; new id 0 removes the cells."""
+        """Rename ids (old -> new), e.g. after merging instances; new id 0 releases the cells."""
         if not mapping:
             return
         old = np.fromiter(mapping.keys(), np.int64)
         new = np.fromiter(mapping.values(), np.int64)
         order = np.argsort(old)
         old, new = old[order], new[order]
-        pos = np.clip(np.searchsorted(old, self._ids), 0, old.size - 1)
-        hit = old[pos] == self._ids
-        self._ids[hit] = new[pos[hit]]
-        if (new == 0).any():
-            keep = self._ids != 0
-            self._keys, self._ids = self._keys[keep], self._ids[keep]
+        ids_now = self._ids[: self._n]
+        pos = np.clip(np.searchsorted(old, ids_now), 0, old.size - 1)
+        hit = old[pos] == ids_now
+        ids_now[hit] = new[pos[hit]]
 
     def retrieve(self, pose_c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int,
                  depth_map: Optional[np.ndarray] = None, max_ids: Optional[int] = None,
@@ -250,11 +359,11 @@ class QueryIndexMemory:
         """Ids whose cells are visible in the view P_t (pose_c2w 4x4, K 3x3, HxW, optional HxW depth)."""
         if depth_map is not None and np.shape(depth_map) != (height, width):
             raise ValueError(f"depth_map must be {height}x{width}, got {np.shape(depth_map)}")
-        centres = (unpack_keys(self._keys) + 0.5) * self.voxel_size
-        u, v, z = project_points(centres, pose_c2w, intrinsics)
+        u, v, z = project_points(self._centres[: self._n], pose_c2w, intrinsics)
         col = np.floor(u + 0.5)
         row = np.floor(v + 0.5)
         vis = (z > self.near) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        vis &= self._ids[: self._n] != 0
         idx = np.flatnonzero(vis)
         col, row, z = col[idx].astype(np.int64), row[idx].astype(np.int64), z[idx]
         if depth_map is not None:
