@@ -159,3 +159,24 @@ def test_query_bank_running_average_and_boxes():
         bank.get([6])
     with pytest.raises(ValueError, match="state tokens"):
         bank.upsert([5], np.ones((1, 2)), box_a[None], tokens=np.ones((1, 4)))
+
+
+def test_voxel_hash_lookup_insert_growth_and_majority_helpers():
+    from moonseg3r_ros.core.memory import VoxelHash, dense_groups, majority_of_groups
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(0, 1 << 40, 5000))
+    table = VoxelHash(capacity=16)
+    table.insert(keys[:100], np.arange(100))
+    table.insert(keys[100:], np.arange(100, keys.size))  # grows several times
+    assert len(table) == keys.size
+    assert np.array_equal(table.lookup(keys), np.arange(keys.size))
+    missing = keys[:50] + 1
+    missing = missing[~np.isin(missing, keys)]
+    assert (table.lookup(missing) == -1).all()
+    slots = rng.integers(0, 30, 400)
+    unique, inverse = dense_groups(slots, 40)
+    assert np.array_equal(unique, np.unique(slots)) and np.array_equal(unique[inverse], slots)
+    ids = rng.integers(1, 4, 400)
+    vote, count = majority_of_groups(inverse, ids, unique.size)
+    groups, ref_vote, ref_count = majority_per_group(inverse, ids)
+    assert np.array_equal(vote[groups], ref_vote) and np.array_equal(count[groups], ref_count)
