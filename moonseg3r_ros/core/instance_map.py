@@ -195,20 +195,21 @@ class InstanceMap:
 
     def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
         count = np.bincount(inverse, minlength=slots.size).astype(np.float32)
-        old_w = self._slots["weight"][slots]
+        old_w = self._slots["weight"].take(slots)
         total = old_w + count
         for name, values in (("xyz", points), ("rgb", colors)):
             sums = np.stack([np.bincount(inverse, values[:, c], slots.size) for c in range(3)], axis=1)
-            old = self._slots[name][slots]
-            self._slots[name][slots] = ((old * old_w[:, None] + sums) / total[:, None]).astype(np.float32)
+            old = self._slots[name].take(slots, axis=0)  # take/put: far faster than 2-D fancy indexing
+            fused = ((old * old_w[:, None] + sums) / total[:, None]).astype(np.float32)
+            np.put(self._slots[name].reshape(-1), (slots[:, None] * 3 + np.arange(3)).reshape(-1), fused)
         conf_sum = np.bincount(inverse, conf, slots.size)
-        old_conf = self._slots["conf"][slots]
+        old_conf = self._slots["conf"].take(slots)
         self._slots["conf"][slots] = ((old_conf * old_w + conf_sum) / total).astype(np.float32)
         self._slots["weight"][slots] = np.minimum(total, float(self.config.max_point_weight))
 
     def _vote(self, slots: np.ndarray, vote_id: np.ndarray, vote_n: np.ndarray) -> None:
-        current = self._slots["vote_id"][slots].astype(np.int64)
-        count = self._slots["vote_count"][slots].astype(np.int64)
+        current = self._slots["vote_id"].take(slots).astype(np.int64)
+        count = self._slots["vote_count"].take(slots).astype(np.int64)
         count = np.where(current == vote_id, count + vote_n, count - vote_n)
         switch = count < 0
         current = np.where(switch, vote_id, current)
