@@ -1,0 +1,122 @@
+"""Benchmark of CUT3R streaming: per-frame latency (median, p95) and peak memory of `Cut3r.step()` over a
+stream of N frames, with the memory reported at several points of the stream to show that it stays flat.
+
+    python -m moonseg3r_ros.tools.bench_cut3r --config small --device cpu --frames 200 --height 384 --width 512
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from typing import Optional, Sequence
+
+import torch
+
+from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig, load_checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def random_model(config: Cut3rConfig, device: torch.device, seed: int = 0) -> Cut3r:
+    """A randomly initialised model built without a slow CPU init: meta -> empty on device -> quick fill."""
+    with torch.device("meta"):
+        model = Cut3r(config)
+    model = model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1 and name.endswith(".weight"):
+                param.fill_(1.0)
+            elif param.ndim == 1:
+                param.zero_()
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+    return model.eval()
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    except OSError:
+        return float("nan")
+
+
+def _memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return _rss_mib()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="moonseg3r bench cut3r", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=("small", "full"), default="small",
+                        help="small: the reference test configuration; full: the released 512 DPT model")
+    parser.add_argument("--checkpoint", default="", help="optional checkpoint (else random weights)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="autocast dtype of encoder and decoders (heads stay float32)")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--height", type=int, default=384)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: leave torch's default)")
+    parser.add_argument("--attention", action="store_true", help="also recompute the last layer's state attention")
+    args = parser.parse_args(argv)
+    if args.height % 16 or args.width % 16:
+        parser.error("--height and --width must be multiples of 16")
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    config = Cut3rConfig.small_test() if args.config == "small" else Cut3rConfig.full_512()
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, config, device=device)
+    else:
+        model = random_model(config, device)
+    amp = None if args.dtype == "float32" else DTYPES[args.dtype]
+    layers = [-1] if args.attention else None
+    generator = torch.Generator(device=device).manual_seed(0)
+    frames = [torch.rand(1, 3, args.height, args.width, device=device, generator=generator) * 2 - 1
+              for _ in range(4)]
+
+    def run(img: torch.Tensor) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model.step(img, attention_layers=layers, amp_dtype=amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    model.reset()
+    for i in range(args.warmup):
+        run(frames[i % 4])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    checkpoints = sorted({max(1, args.frames // 4), max(1, args.frames // 2), args.frames})
+    latencies, memory = [], {}
+    for i in range(args.frames):
+        latencies.append(run(frames[i % 4]))
+        if i + 1 in checkpoints:
+            memory[i + 1] = _memory_mib(device)
+    latencies_ms = sorted(1000 * t for t in latencies)
+    p95 = latencies_ms[min(len(latencies_ms) - 1, int(round(0.95 * (len(latencies_ms) - 1))))]
+    params = sum(p.numel() for p in model.parameters())
+    kind = "peak CUDA allocated" if device.type == "cuda" else "process RSS"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"cut3r step(): config={args.config} ({params / 1e6:.1f} M params) device={name} dtype={args.dtype} "
+          f"input={args.height}x{args.width} frames={args.frames} (+{args.warmup} warm-up)")
+    print(f"latency ms/frame: median {statistics.median(latencies_ms):.2f}  p95 {p95:.2f}  "
+          f"min {latencies_ms[0]:.2f}  max {latencies_ms[-1]:.2f}")
+    print(f"{kind} MiB after frame: " + "  ".join(f"{n}: {m:.1f}" for n, m in memory.items()))
+    values = list(memory.values())
+    print(f"memory growth from frame {checkpoints[0]} to {checkpoints[-1]}: {values[-1] - values[0]:+.1f} MiB; "
+          f"state {tuple(model.state_feat.shape)}, mem {tuple(model.mem.shape)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
