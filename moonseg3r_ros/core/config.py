@@ -33,6 +33,8 @@ class GeometryConfig:
     state_attention_heads: str = param("mean", "How heads of A_t are pooled: 'mean' or 'max'.",
                                        choices=("mean", "max"))
     cut3r_dtype: str = param("float32", "Torch dtype CUT3R runs in.", choices=("float32", "float16", "bfloat16"))
+    recorded_features: bool = param(False, "Recorded geometry: compute weight-free F3d (world normals + log "
+                                           "depth); off = no F3d.")
     feature_patch: int = param(16, "Recorded geometry: patch size (pixels) of the geometric features F3d.", 1, 256)
 
 
@@ -64,9 +66,10 @@ class FeatureConfig:
     input_long_side: int = param(448, "DINO backbone: long side of its input image (rounded to the patch size).",
                                  14, 4096)
     color_patch: int = param(8, "Weight-free colour features: patch size in pixels.", 1, 256)
-    pos_frequencies: int = param(6, "Fourier frequencies of the 3D positional encoding of each mask.", 1, 32)
-    pos_scale: float = param(8.0, "Scene extent (units) covered by the lowest positional-encoding frequency.",
-                             1e-3, 1e6)
+    pos_frequencies: int = param(32, "Random Fourier frequencies of the 3D positional encoding of each mask.",
+                                 1, 1024)
+    pos_scale: float = param(0.5, "Length scale (scene units) of the positional encoding: centroids this far "
+                                  "apart have encoding cosine exp(-1/2).", 1e-4, 1e6)
 
 
 @dataclass
@@ -128,6 +131,9 @@ class PipelineConfig:
     seed: int = param(0, "Seed for randomly initialised parts.", 0, 2**31 - 1)
     max_image_pixels: int = param(50_000_000, "Input images with more pixels are rejected (counted skip).",
                                   1, 2**40)
+    integrate_stride: int = param(2, "Keyframes integrate every N-th pixel (per axis) into the map and the "
+                                     "query index memory.", 1, 64)
+    prune_interval: int = param(10, "Prune small/stale instances every N keyframes (0 = never).", 0, 1_000_000)
     min_valid_fraction: float = param(0.01, "Frames whose fraction of valid geometry pixels is below this are "
                                             "skipped (counted as skipped_no_geometry).", 0.0, 1.0)
 

@@ -18,7 +18,6 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from moonseg3r_ros.core.config import GeometryConfig
 from moonseg3r_ros.core.types import Frame, FrameGeometry
@@ -145,16 +144,25 @@ def surface_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(ok[..., None], normals / np.maximum(norm, 1e-12), 0).astype(np.float32)
 
 
+def block_mean(values: np.ndarray, patch: int, weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """HxWxC values (, HxW weights) -> ceil(H/patch) x ceil(W/patch) x C weighted block means (numpy, float32)."""
+    height, width, channels = values.shape
+    grid_h, grid_w = -(-height // patch), -(-width // patch)
+    w = np.ones((height, width), np.float32) if weight is None else weight.astype(np.float32)
+    padded = np.zeros((grid_h * patch, grid_w * patch, channels + 1), np.float32)
+    padded[:height, :width, :channels] = values * w[..., None]
+    padded[:height, :width, channels] = w
+    sums = padded.reshape(grid_h, patch, grid_w, patch, channels + 1).sum(axis=(1, 3))
+    return sums[..., :channels] / np.maximum(sums[..., channels:], 1e-6)
+
+
 def geometric_features(points_cam: np.ndarray, points_world: np.ndarray, valid: np.ndarray,
                        patch: int) -> torch.Tensor:
     """Weight-free F3d: world normals (3) + log depth (1) pooled over valid pixels of each patch -> 4 x h x w."""
     normals = surface_normals(points_world, valid)
     log_depth = np.where(valid, np.log(np.maximum(points_cam[..., 2], 1e-6)), 0)[..., None]
-    stacked = torch.from_numpy(np.concatenate([normals, log_depth], axis=2)).permute(2, 0, 1)[None]
-    weight = torch.from_numpy(valid.astype(np.float32))[None, None]
-    pooled = F.avg_pool2d(stacked * weight, patch, ceil_mode=True)
-    count = F.avg_pool2d(weight, patch, ceil_mode=True)
-    return (pooled / count.clamp_min(1e-6))[0].float()
+    pooled = block_mean(np.concatenate([normals, log_depth], axis=2), patch, valid)
+    return torch.from_numpy(np.ascontiguousarray(pooled.transpose(2, 0, 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -167,7 +175,7 @@ class RecordedGeometry:
     has_state_attention = False
 
     def __init__(self, max_depth: float = 10.0, patch: int = 16, depth_scale: float = 1000.0,
-                 with_features: bool = True):
+                 with_features: bool = False):
         self.max_depth = float(max_depth)
         self.patch = int(patch)
         self.depth_scale = float(depth_scale)
@@ -250,7 +258,7 @@ def load_cut3r(path: str, device: torch.device, cut3r: Any = None) -> torch.nn.M
         raise GeometryError(f"CUT3R checkpoint '{path}' does not exist")
     cut3r = cut3r or _import_cut3r()
     try:
-        return cut3r.load_checkpoint(path, device)
+        return cut3r.load_checkpoint(path, device=device)
     except Exception as err:  # any loader failure becomes one clear error
         raise GeometryError(f"CUT3R checkpoint '{path}' could not be loaded: {err}") from err
 
@@ -262,7 +270,8 @@ def make_geometry_source(config: Any, device: torch.device) -> GeometrySource:
     """GeometrySource for `config.geometry` (a PipelineConfig or a GeometryConfig)."""
     geometry = getattr(config, "geometry", config)
     if geometry.source == "recorded":
-        return RecordedGeometry(max_depth=geometry.max_depth, patch=geometry.feature_patch)
+        return RecordedGeometry(max_depth=geometry.max_depth, patch=geometry.feature_patch,
+                                with_features=geometry.recorded_features)
     if geometry.source == "cut3r":
         return Cut3rGeometry(geometry, device, _DTYPES[geometry.cut3r_dtype])
     raise GeometryError(f"unknown geometry source '{geometry.source}' (use 'cut3r' or 'recorded')")

@@ -1,0 +1,133 @@
+"""Semantic 2D features F2d (the frozen VFM backbone of the paper's Figure 2 (b)).
+
+Backbones (`FeatureConfig.backbone`)
+- 'dino': a DINO-family ViT (DINOv2, DINOv2 with registers, DINOv3, ...) loaded with `transformers`
+  `AutoModel.from_pretrained(<local folder>, local_files_only=True)`; nothing is downloaded. The image is
+  resized so its long side is `input_long_side` and both sides are multiples of the patch size,
+  normalised with the ImageNet mean/std; the patch tokens of the last layer (CLS and register tokens
+  removed) form F2d, C2 x h x w.
+- 'none': `ColorFeatures`, weight-free: CIE Lab colour (centred, scaled to about [-1, 1]) and the Sobel
+  gradient magnitude of L, weighted (0.5 L, 2 a, 2 b, 0.25 |grad|: shading-stable chroma dominates) and
+  average-pooled over `color_patch` x `color_patch` pixels -> 4 x h x w.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moonseg3r_ros.core.geometry import block_mean
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FeatureError(RuntimeError):
+    """The backbone cannot be built or loaded."""
+
+
+@runtime_checkable
+class SemanticBackbone(Protocol):
+    """`extract(image_rgb_uint8 HxWx3) -> C2 x h x w float32 tensor` on `device`; `out_channels` = C2."""
+
+    out_channels: int
+
+    def extract(self, image: np.ndarray) -> torch.Tensor: ...
+
+
+class ColorFeatures:
+    """Weight-free F2d: Lab colour + gradient magnitude pooled to a patch grid (see module docstring)."""
+
+    out_channels = 4
+    channel_weights = np.array([0.5, 2.0, 2.0, 0.25], np.float32)  # L, a, b, |grad L|: chroma dominates
+
+    def __init__(self, patch: int = 8, device: torch.device = torch.device("cpu")):
+        if patch < 1:
+            raise FeatureError(f"colour feature patch must be >= 1, got {patch}")
+        self.patch = int(patch)
+        self.device = torch.device(device)
+
+    def extract(self, image: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab = (lab - 128.0) / 128.0  # L, a, b centred on mid-grey, about [-1, 1]
+        grad_x = cv2.Sobel(lab[..., 0], cv2.CV_32F, 1, 0, ksize=3)
+        grad_y = cv2.Sobel(lab[..., 0], cv2.CV_32F, 0, 1, ksize=3)
+        grad = np.sqrt(grad_x * grad_x + grad_y * grad_y)[..., None]
+        weighted = np.concatenate([lab * self.channel_weights[:3], grad * self.channel_weights[3]], axis=2)
+        pooled = block_mean(weighted, self.patch)
+        return torch.from_numpy(np.ascontiguousarray(pooled.transpose(2, 0, 1))).to(self.device)
+
+
+class DinoBackbone:
+    """Frozen DINO-family ViT from a local `transformers` folder (see module docstring)."""
+
+    def __init__(self, weights: str, device: torch.device, input_long_side: int = 448,
+                 dtype: torch.dtype = torch.float32, model: Any = None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = (model if model is not None else load_dino(weights)).to(self.device, dtype).eval()
+        self.patch = int(_config_value(self.model.config, "patch_size"))
+        self.out_channels = int(_config_value(self.model.config, "hidden_size"))
+        self.input_long_side = max(self.patch, int(input_long_side) // self.patch * self.patch)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the network input: long side `input_long_side`, both multiples of the patch size."""
+        scale = self.input_long_side / max(height, width)
+        return (max(self.patch, round(height * scale / self.patch) * self.patch),
+                max(self.patch, round(width * scale / self.patch) * self.patch))
+
+    @torch.inference_mode()
+    def extract(self, image: np.ndarray) -> torch.Tensor:
+        height, width = self.input_size(image.shape[0], image.shape[1])
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
+        pixels = F.interpolate(pixels[None], size=(height, width), mode="bilinear", align_corners=False,
+                               antialias=True)[0]
+        pixels = ((pixels - self._mean) / self._std)[None].to(self.dtype)
+        tokens = self.model(pixel_values=pixels).last_hidden_state[0]  # (prefix + h*w) x C
+        grid_h, grid_w = height // self.patch, width // self.patch
+        patches = tokens[tokens.shape[0] - grid_h * grid_w:]
+        return patches.float().T.reshape(self.out_channels, grid_h, grid_w).contiguous()
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _config_value(config: Any, name: str) -> Any:
+    value = getattr(config, name, None)
+    if value is None:  # composite configs (e.g. a vision sub-config)
+        value = getattr(getattr(config, "vision_config", None), name, None)
+    if value is None:
+        raise FeatureError(f"backbone config has no '{name}'")
+    return value
+
+
+def load_dino(weights: str) -> torch.nn.Module:
+    """transformers model from a local folder; FeatureError when missing or unloadable (never downloads)."""
+    if not weights:
+        raise FeatureError("features.backbone is 'dino' but features.weights is empty: give a local folder with "
+                           "a transformers DINO model (config.json + weights) or use features.backbone 'none'")
+    if not Path(weights).is_dir():
+        raise FeatureError(f"DINO weights folder '{weights}' does not exist (a transformers model folder is needed)")
+    try:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(weights, local_files_only=True)
+    except Exception as err:
+        raise FeatureError(f"DINO backbone in '{weights}' could not be loaded: {err}") from err
+
+
+def make_backbone(config: Any, device: torch.device) -> SemanticBackbone:
+    """SemanticBackbone for `config.features` (a PipelineConfig or a FeatureConfig)."""
+    features = getattr(config, "features", config)
+    if features.backbone == "dino":
+        return DinoBackbone(features.weights, device, features.input_long_side)
+    if features.backbone == "none":
+        return ColorFeatures(features.color_patch, device)
+    raise FeatureError(f"unknown backbone '{features.backbone}' (use 'dino' or 'none')")

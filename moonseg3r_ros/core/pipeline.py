@@ -1,0 +1,470 @@
+"""MoonSeg3R online pipeline: the paper's Figure 2 wired together, one `step()` per camera frame.
+
+Every frame (geometry only on non-keyframes):
+    input    image -> HxWx3 uint8 RGB (any 8/16-bit mono/rgb/rgba encoding); stamp must increase
+    geometry (a) P_t, X_t, confidence, F3d, A_t from the geometry source (CUT3R or recorded depth+pose)
+Every `keyframe_interval`-th accepted frame (the first one included):
+    masks       2D masks M_t (SAM / precomputed / ground truth / weight-free), restricted to valid geometry
+    features    F2d from the semantic backbone
+    lifting     (b) masked pooling of F2d, F3d + 3D positional encoding -> q_t, 3D boxes
+    memory      (c) P_t rasterises the query index memory -> visible ids -> contextual queries from the bank
+    refinement  (b) query decoder(q_t, F2d, context) -> q'_t  (identity when no weights: documented mode)
+    association (d) state-distribution tokens from A_t, intra-frame merge, Hungarian matching to the bank
+    map_update  instance map integrate, memory/bank update, periodic prune (all after every check passed)
+
+Robustness: bad images, non-finite or old stamps, geometry errors, too little valid geometry and mask
+errors are counted in `stats` and logged; the frame is reported with `skipped_reason` and nothing is
+written to the map. The map, memory and bank are only modified in the final commit stage.
+
+Threading: `step`, `reset`, `snapshot` and `close` hold `self.lock` (an RLock); readers that need a
+consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock:`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from moonseg3r_ros.core import association as assoc
+from moonseg3r_ros.core.config import PipelineConfig, validate
+from moonseg3r_ros.core.features import make_backbone
+from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
+from moonseg3r_ros.core.images import ImageError, to_rgb8
+from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
+from moonseg3r_ros.core.lifting import QueryLifter
+from moonseg3r_ros.core.masks import MaskError, make_mask_source
+from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory, estimate_intrinsics, project_points
+from moonseg3r_ros.core.refinement import QueryDecoder
+from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
+
+STAT_NAMES = ("frames", "keyframes", "skipped_out_of_order", "skipped_bad_input", "skipped_no_geometry",
+              "skipped_no_masks", "keyframes_without_masks", "masks_total", "masks_dropped_no_geometry",
+              "skipped_errors", "instances_new", "instances_matched", "masks_merged", "instances_pruned")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; anything else is passed to torch.device (clear error)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"invalid device '{name}': {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available (use 'auto' or 'cpu')")
+    return device
+
+
+@dataclass
+class MapSnapshot:
+    """A consistent copy of the map for readers on other threads."""
+
+    xyz: np.ndarray  # Nx3 float32
+    rgb: np.ndarray  # Nx3 uint8
+    ids: np.ndarray  # N int32
+    instances: list[InstanceRecord]
+    stamp: float  # stamp of the latest accepted frame (nan before the first)
+    pose_c2w: Optional[np.ndarray]  # latest camera pose
+
+
+@dataclass
+class _Keyframe:
+    """What a keyframe computed before it is committed to the map."""
+
+    labels: np.ndarray  # HxW int32 map ids (0 = none)
+    ids: np.ndarray  # G int64 ids of the frame's instances
+    queries: np.ndarray  # GxD refined queries
+    boxes: np.ndarray  # Gx2x3
+    tokens: Optional[np.ndarray]  # GxS or None
+    new_ids: list[int]
+    matched_ids: list[int]
+    merged: int
+
+
+class MoonSeg3RPipeline:
+    """Monocular (or RGB-D) online 3D instance segmentation; see the module docstring."""
+
+    def __init__(self, config: Optional[PipelineConfig] = None, *, geometry_source: Any = None,
+                 mask_source: Any = None, backbone: Any = None):
+        self.config = config if config is not None else PipelineConfig()
+        validate(self.config)
+        self.logger = logging.getLogger("moonseg3r")
+        self.lock = threading.RLock()
+        self.device = resolve_device(self.config.device)
+        self.geometry_source = geometry_source or make_geometry_source(self.config, self.device)
+        self.mask_source = mask_source or make_mask_source(self.config, self.device)
+        self.backbone = backbone or make_backbone(self.config, self.device)
+        ref = self.config.refinement
+        self.decoder = QueryDecoder(self.config.features.dim, self.backbone.out_channels, ref.num_layers,
+                                    ref.num_heads, ref.weights, ref.run_untrained, self.config.seed
+                                    ).to(self.device).eval()
+        self.lifter: Optional[QueryLifter] = None  # built at the first keyframe, once F3d's width is known
+        self.instance_map = InstanceMap(self.config.map)
+        self.memory = QueryIndexMemory(self.config.memory.voxel_size, self.config.memory.occlusion_tolerance)
+        self.bank = QueryBank(self.config.features.dim, window=self.config.memory.bank_average_window)
+        self.stats: dict[str, int] = {}
+        self._reset_state()
+
+    # ------------------------------------------------------------------------------------------ public
+    @property
+    def refinement_mode(self) -> str:
+        return self.decoder.mode
+
+    def reset(self) -> None:
+        """Start a new sequence: empty map, memory, bank, counters; geometry source state cleared."""
+        with self.lock:
+            self.geometry_source.reset()
+            self.instance_map.reset()
+            self.memory.reset()
+            self.bank.reset()
+            self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.stats.clear()
+        self.stats.update({name: 0 for name in STAT_NAMES})
+        self._next_index = 0
+        self._accepted = 0
+        self._last_stamp = -math.inf
+        self._last_pose: Optional[np.ndarray] = None
+        self._warned: set[str] = set()
+
+    def snapshot(self) -> MapSnapshot:
+        """Copies of the map points and records, consistent with one another (safe from any thread)."""
+        with self.lock:
+            xyz, rgb, ids = self.instance_map.points()
+            pose = None if self._last_pose is None else self._last_pose.copy()
+            stamp = self._last_stamp if math.isfinite(self._last_stamp) else float("nan")
+            return MapSnapshot(xyz, rgb, ids, self.instance_map.instances(), stamp, pose)
+
+    def close(self) -> None:
+        """Free the models (the map stays readable)."""
+        with self.lock:
+            for name in ("geometry_source", "mask_source", "backbone"):
+                closer = getattr(getattr(self, name), "close", None)
+                if closer is not None:
+                    closer()
+            self.decoder, self.lifter = None, None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def step(self, image: np.ndarray, stamp: float, *, depth: Optional[np.ndarray] = None,
+             intrinsics: Optional[np.ndarray] = None, pose_c2w: Optional[np.ndarray] = None,
+             instance_ids: Optional[np.ndarray] = None, encoding: Optional[str] = None) -> FrameResult:
+        """Process one frame (see the module docstring); never raises for bad input, returns a FrameResult."""
+        with self.lock:
+            if self.decoder is None:
+                raise RuntimeError("pipeline is closed")
+            start = time.perf_counter()
+            timings: dict[str, float] = {}
+            result = self._step(image, stamp, depth, intrinsics, pose_c2w, instance_ids, encoding, timings)
+            timings["total"] = time.perf_counter() - start
+            result.timings = timings
+            return result
+
+    # ------------------------------------------------------------------------------------------ stages
+    def _step(self, image, stamp, depth, intrinsics, pose_c2w, instance_ids, encoding, timings) -> FrameResult:
+        index = self._next_index
+        self._next_index += 1
+        self.stats["frames"] += 1
+        with _timer(timings, "input"):
+            try:
+                rgb = to_rgb8(image, encoding, self.config.max_image_pixels)
+            except ImageError as err:
+                return self._skip(index, stamp, "skipped_bad_input", f"bad image: {err}")
+            stamp_ok = isinstance(stamp, (int, float, np.floating, np.integer)) and math.isfinite(float(stamp))
+            if not stamp_ok:
+                return self._skip(index, float("nan"), "skipped_bad_input", f"bad stamp {stamp!r}")
+            stamp = float(stamp)
+            if stamp <= self._last_stamp:
+                return self._skip(index, stamp, "skipped_out_of_order",
+                                  f"stamp {stamp:.6f} is not newer than the last one ({self._last_stamp:.6f})")
+        frame = Frame(rgb, stamp, depth, intrinsics, pose_c2w, instance_ids, index)
+        with _timer(timings, "geometry"):
+            try:
+                geometry = self.geometry_source.compute(frame)
+            except GeometryError as err:
+                return self._skip(index, stamp, "skipped_no_geometry", f"geometry: {err}")
+            fraction = float(geometry.valid.mean())
+            if fraction < self.config.min_valid_fraction:
+                return self._skip(index, stamp, "skipped_no_geometry",
+                                  f"only {fraction:.1%} of the pixels have valid geometry "
+                                  f"(< {self.config.min_valid_fraction:.1%}; low confidence or bad depth)")
+        self._last_stamp, self._last_pose = stamp, geometry.pose_c2w.copy()
+        is_keyframe = self._accepted % self.config.keyframe_interval == 0
+        self._accepted += 1
+        result = FrameResult(stamp, index, is_keyframe, pose_c2w=geometry.pose_c2w.copy())
+        if is_keyframe:
+            self.stats["keyframes"] += 1
+            self._keyframe(frame, geometry, result, timings)
+        return result
+
+    def _skip(self, index: int, stamp: float, counter: str, reason: str) -> FrameResult:
+        self.stats[counter] += 1
+        self.logger.warning("frame %d skipped (%s): %s", index, counter, reason)
+        return FrameResult(stamp, index, False, skipped_reason=reason)
+
+    def _keyframe(self, frame: Frame, geometry: FrameGeometry, result: FrameResult, timings: dict) -> None:
+        with _timer(timings, "masks"):
+            try:
+                masks = self._usable_masks(self.mask_source.generate(frame, geometry), geometry)
+            except MaskError as err:
+                self.stats["skipped_no_masks"] += 1
+                result.skipped_reason = f"masks: {err}"
+                self.logger.warning("keyframe %d has no masks: %s", frame.frame_index, err)
+                return
+        result.num_masks = len(masks)
+        self.stats["masks_total"] += len(masks)
+        if len(masks) == 0:
+            self.stats["keyframes_without_masks"] += 1
+            result.instance_ids_2d = np.zeros((frame.height, frame.width), np.int32)
+            return
+        try:
+            keyframe = self._infer(frame, geometry, masks, timings)
+        except Exception as err:  # a fault in one keyframe must not stop the stream or touch the map
+            self.stats["skipped_errors"] += 1
+            result.skipped_reason = f"error: {err}"
+            self.logger.exception("keyframe %d failed; map unchanged", frame.frame_index)
+            return
+        with _timer(timings, "map_update"):
+            self._commit(frame, geometry, keyframe)
+        result.instance_ids_2d = keyframe.labels
+        result.new_instance_ids = keyframe.new_ids
+        result.matched_instance_ids = keyframe.matched_ids
+
+    def _usable_masks(self, masks: MaskSet, geometry: FrameGeometry) -> MaskSet:
+        """Drop masks NxHxW with fewer than min_valid_points pixels of valid geometry (counted on a sub-grid)."""
+        if len(masks) == 0:
+            return masks
+        if masks.masks.shape[1:] != geometry.valid.shape:
+            raise MaskError(f"mask source returned masks of size {masks.masks.shape[1:]}, frame is "
+                            f"{geometry.valid.shape}")
+        stride = max(1, int(math.sqrt(geometry.valid.size / 20_000)))
+        sub = masks.masks[:, ::stride, ::stride] & geometry.valid[None, ::stride, ::stride]
+        counts = sub.reshape(len(masks), -1).sum(axis=1) * stride * stride
+        keep = counts >= self.config.masks.min_valid_points
+        if keep.all():
+            return masks
+        self.stats["masks_dropped_no_geometry"] += int((~keep).sum())
+        return MaskSet(masks.masks[keep], masks.scores[keep])
+
+    def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> _Keyframe:
+        """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
+        with _timer(timings, "features"):
+            features_2d = self.backbone.extract(frame.image).to(self.device)
+        with _timer(timings, "lifting"):
+            features_3d = self._features_3d(geometry)
+            lifter = self._lifter(features_3d)
+            with torch.inference_mode():
+                lifted = lifter(masks.masks, features_2d, features_3d, geometry.points_world, geometry.valid)
+        with _timer(timings, "memory"):
+            context, visible_boxes = self._contextual_queries(geometry)
+        with _timer(timings, "refinement"):
+            with torch.inference_mode():
+                refined = self.decoder(lifted.queries, features_2d, context)
+            queries = refined.queries.float().cpu().numpy()
+        with _timer(timings, "association"):
+            return self._associate(masks.masks, queries, lifted.boxes, geometry, visible_boxes)
+
+    def _features_3d(self, geometry: FrameGeometry) -> Optional[torch.Tensor]:
+        f3d = geometry.features_3d
+        if f3d is None:
+            return None
+        f3d = torch.as_tensor(f3d).to(self.device, torch.float32)
+        if f3d.ndim != 3 or not torch.isfinite(f3d).all():
+            self._warn_once("f3d", "geometric features F3d are not a finite CxHxW tensor; ignored")
+            return None
+        if self.lifter is not None and f3d.shape[0] != self.lifter.geometric_dim:
+            self._warn_once("f3d_dim", f"F3d has {f3d.shape[0]} channels, the lifter expects "
+                                       f"{self.lifter.geometric_dim}; ignored")
+            return None
+        return f3d
+
+    def _lifter(self, features_3d: Optional[torch.Tensor]) -> QueryLifter:
+        if self.lifter is None:
+            cfg = self.config.features
+            geometric_dim = 0 if features_3d is None else int(features_3d.shape[0])
+            self.lifter = QueryLifter(cfg.dim, self.backbone.out_channels, geometric_dim, cfg.pos_frequencies,
+                                      cfg.pos_scale, seed=self.config.seed).to(self.device).eval()
+            lifter_state = self.decoder.extras.get("lifter")
+            if lifter_state is not None:
+                self.lifter.load_state_dict(lifter_state)
+        return self.lifter
+
+    def _contextual_queries(self, geometry: FrameGeometry) -> tuple[Optional[torch.Tensor], dict[int, np.ndarray]]:
+        """P_t rasterises the memory: (queries VxD of the visible bank instances or None,
+        {id: 2x3 box of the part of that instance's bank box seen from P_t})."""
+        if len(self.memory) == 0:
+            return None, {}
+        height, width = geometry.valid.shape
+        k = geometry.intrinsics
+        if k is None:
+            k = estimate_intrinsics(geometry.points_cam, geometry.valid)
+        depth = np.where(geometry.valid, geometry.points_cam[..., 2], 0.0)
+        view = self.memory.retrieve(geometry.pose_c2w, k, height, width, depth_map=depth,
+                                    max_ids=self.config.memory.max_contextual_queries)
+        ids = [int(i) for i in view.ids if int(i) in self.bank]
+        if not ids:
+            return None, {}
+        queries, _, boxes, _ = self.bank.get(ids)
+        parts = visible_box_parts(boxes, geometry.pose_c2w, k, depth, self.config.memory.occlusion_tolerance)
+        visible_boxes = {i: part for i, part in zip(ids, parts) if part is not None}
+        if self.config.memory.max_contextual_queries == 0:
+            return None, visible_boxes
+        return torch.from_numpy(queries).to(self.device), visible_boxes
+
+    def _associate(self, masks: np.ndarray, queries: np.ndarray, boxes: np.ndarray,
+                   geometry: FrameGeometry, visible_boxes: dict[int, np.ndarray]) -> _Keyframe:
+        """(d): state tokens, intra-frame merge, Hungarian matching; new ids for the unmatched."""
+        cfg = self.config.association
+        tokens = None
+        if geometry.state_attention is not None:
+            tokens = assoc.state_distribution_tokens(geometry.state_attention, masks)
+        groups = assoc.merge_within_frame(queries, boxes, cfg.merge_threshold, cfg.merge_box_margin)
+        if len(groups) < len(masks):
+            masks, queries, boxes, tokens = assoc.combine_groups(groups, masks, queries, boxes, tokens)
+        bank_ids = self.bank.ids()
+        matches: list[tuple[int, int]] = []
+        if bank_ids.size:
+            bank_q, bank_t, bank_b, _ = self.bank.get(bank_ids)
+            use_tokens = tokens is not None and bank_t is not None
+            threshold = assoc.match_threshold(cfg, use_tokens)
+            matches = match_with_visible_boxes(queries, tokens if use_tokens else None, boxes, bank_q,
+                                               bank_t if use_tokens else None, bank_b, bank_ids, visible_boxes,
+                                               threshold)
+        matched = dict(matches)
+        ids = np.zeros(len(masks), np.int64)
+        new_ids: list[int] = []
+        for g in range(len(masks)):
+            if g in matched:
+                ids[g] = matched[g]
+            else:
+                ids[g] = self.instance_map.next_id()
+                new_ids.append(int(ids[g]))
+        labels = paint_labels(masks, ids, geometry.valid)
+        return _Keyframe(labels, ids, queries, boxes, tokens, new_ids, sorted(matched.values()),
+                         int(sum(len(g) - 1 for g in groups)))
+
+    def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: _Keyframe) -> None:
+        """Write the keyframe into the instance map, the query index memory and the bank; prune."""
+        s = self.config.integrate_stride
+        valid = geometry.valid[::s, ::s]
+        points = geometry.points_world[::s, ::s][valid]
+        labels = keyframe.labels[::s, ::s][valid]
+        self.instance_map.integrate(points, frame.image[::s, ::s][valid], labels, frame.stamp,
+                                    geometry.confidence[::s, ::s][valid])
+        self.memory.update(points, labels)
+        self.bank.upsert(keyframe.ids.tolist(), keyframe.queries, keyframe.boxes, keyframe.tokens)
+        stored, _, _, _ = self.bank.get(keyframe.ids.tolist())
+        for instance_id, query in zip(keyframe.ids.tolist(), stored):
+            self.instance_map.set_descriptor(instance_id, query)
+        self.stats["instances_new"] += len(keyframe.new_ids)
+        self.stats["instances_matched"] += len(keyframe.matched_ids)
+        self.stats["masks_merged"] += keyframe.merged
+        interval = self.config.prune_interval
+        if interval and self.stats["keyframes"] % interval == 0:
+            self._prune(frame.stamp)
+
+    def _prune(self, now: float) -> None:
+        """Prune small/stale map instances and forget bank/memory entries that no longer own map voxels."""
+        pruned = self.instance_map.prune(now)
+        alive = set(self.instance_map.instance_ids().tolist())
+        gone = sorted(set(self.bank.ids().tolist()) - alive)
+        if gone:
+            self.bank.remove(gone)
+            self.memory.remove(gone)
+        self.stats["instances_pruned"] += len(pruned)
+        if pruned:
+            self.logger.info("pruned %d instances: %s", len(pruned), pruned[:20])
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.logger.warning(message)
+
+
+def visible_box_parts(boxes: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray, depth: np.ndarray,
+                      tolerance: float, samples: int = 5) -> list[Optional[np.ndarray]]:
+    """Boxes Vx2x3 -> per box the 2x3 AABB of its part seen from P_t (None when none is seen).
+
+    A samples^3 grid of points in each box is projected through P_t; points inside the image, in front of the
+    camera and not behind the observed depth (HxW, <= 0 = unknown) by more than `tolerance` are kept."""
+    if len(boxes) == 0:
+        return []
+    height, width = depth.shape
+    t = np.linspace(0.0, 1.0, samples)
+    grid = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=-1).reshape(-1, 3)  # Gx3
+    lo, hi = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
+    points = lo[:, None] + grid[None] * (hi - lo)[:, None]  # VxGx3
+    u, v, z = project_points(points.reshape(-1, 3), pose_c2w, intrinsics)
+    col, row = np.floor(u + 0.5), np.floor(v + 0.5)
+    seen = (z > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    idx = np.flatnonzero(seen)
+    observed = depth[row[idx].astype(np.int64), col[idx].astype(np.int64)]
+    seen[idx] = (observed <= 0) | (z[idx] <= observed + tolerance)
+    seen = seen.reshape(len(boxes), -1)
+    parts: list[Optional[np.ndarray]] = []
+    for k in range(len(boxes)):
+        if not seen[k].any():
+            parts.append(None)
+            continue
+        p = points[k][seen[k]]
+        parts.append(np.stack([p.min(axis=0), p.max(axis=0)]).astype(np.float32))
+    return parts
+
+
+def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
+                             map_ids: np.ndarray, visible_boxes: dict[int, np.ndarray],
+                             threshold: float) -> list[tuple[int, int]]:
+    """Hungarian matching on score = cos(q) + cos(state) + IoU, where the IoU of a map instance is the larger of
+    its bank box's and its currently visible part's (`visible_box_parts`): a partial view of an object
+    then still overlaps the part of the map instance seen from this viewpoint. -> [(frame_index, map_id)]."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(frame_queries) == 0 or len(map_queries) == 0:
+        return []
+    score = assoc.association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes)
+    rows = [j for j, i in enumerate(map_ids.tolist()) if i in visible_boxes]
+    if rows:
+        part = np.stack([visible_boxes[int(map_ids[j])] for j in rows])
+        iou_full = assoc.box_iou_matrix(frame_boxes, map_boxes[rows])
+        iou_part = assoc.box_iou_matrix(frame_boxes, part)
+        score[:, rows] += np.maximum(iou_part - iou_full, 0.0)
+    r, c = linear_sum_assignment(score, maximize=True)
+    keep = score[r, c] > threshold
+    return sorted((int(i), int(map_ids[j])) for i, j in zip(r[keep], c[keep]))
+
+
+def paint_labels(masks: np.ndarray, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Masks GxHxW bool, ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest mask; 0 = none."""
+    if len(masks) == 0:
+        return np.zeros(masks.shape[1:], np.int32)
+    flat = masks.reshape(len(masks), -1)
+    areas = flat.sum(axis=1)
+    order = np.argsort(areas, kind="stable")  # smallest first: argmax picks the smallest covering mask
+    ranked = flat[order]
+    first = ranked.argmax(axis=0)
+    covered = ranked[first, np.arange(flat.shape[1])]
+    labels = np.where(covered, np.asarray(ids, np.int64)[order][first], 0).astype(np.int32)
+    labels = labels.reshape(masks.shape[1:])
+    if valid is not None:
+        labels[~valid] = 0
+    return labels
+
+
+class _timer:
+    """Context manager adding the elapsed seconds to timings[name]."""
+
+    def __init__(self, timings: dict, name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
