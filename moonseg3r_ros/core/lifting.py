@@ -3,7 +3,8 @@
 For each mask m (N masks on the HxW image grid):
     f2d_m = masked average of F2d (C2 x h2 x w2) over the patches the mask covers (area-weighted)
     f3d_m = masked average of F3d (C3 x h3 x w3) over the patches the mask's VALID pixels cover
-    box_m = [p_lo, p_hi] percentiles (default 2% / 98%) of the mask's valid world points, per axis
+    box_m = [p_lo, p_hi] percentiles (default 2% / 98%) of the mask's valid world points, per axis, grown by
+            `box_padding` (so flat surfaces still have a volume for the 3D box IoU)
     c_m   = mean of the mask's valid world points
     q_m   = W2 norm(f2d_m) + W3 norm(f3d_m) + Wp PE(c_m)
 where norm() is L2 normalisation and PE are L seeded random Fourier features [sin, cos](B c) / sqrt(L),
@@ -112,11 +113,12 @@ class QueryLifter(nn.Module):
 
     def __init__(self, dim: int, semantic_dim: int, geometric_dim: int = 0, pos_frequencies: int = 6,
                  pos_scale: float = 8.0, seed: int = 0, box_percentile: float = 0.02,
-                 stats_pixels: int = 20_000, coverage_samples: int = 4):
+                 stats_pixels: int = 20_000, coverage_samples: int = 4, box_padding: float = 0.0):
         super().__init__()
         self.dim, self.semantic_dim, self.geometric_dim = dim, semantic_dim, geometric_dim
         self.pos_frequencies, self.pos_scale = pos_frequencies, pos_scale
         self.box_percentile, self.stats_pixels, self.coverage_samples = box_percentile, stats_pixels, coverage_samples
+        self.box_padding = box_padding
         self.semantic_proj = nn.Linear(semantic_dim, dim, bias=False)
         self.geometric_proj = nn.Linear(geometric_dim, dim, bias=False) if geometric_dim > 0 else None
         self.position_proj = nn.Linear(2 * pos_frequencies, dim, bias=False)
@@ -141,6 +143,9 @@ class QueryLifter(nn.Module):
         stride = stats_stride(height, width, self.stats_pixels)
         boxes, centroids, counts, pixel_centres = mask_point_stats(masks, points_world, valid, stride,
                                                                    self.box_percentile)
+        has_points = counts > 0
+        boxes[has_points, 0] -= self.box_padding
+        boxes[has_points, 1] += self.box_padding
         if n == 0:
             return LiftedQueries(torch.zeros((0, self.dim), device=device), boxes, centroids, counts)
         query = self.semantic_proj(self._pool(masks, features_2d, pixel_centres))

@@ -290,7 +290,8 @@ class MoonSeg3RPipeline:
             cfg = self.config.features
             geometric_dim = 0 if features_3d is None else int(features_3d.shape[0])
             self.lifter = QueryLifter(cfg.dim, self.backbone.out_channels, geometric_dim, cfg.pos_frequencies,
-                                      cfg.pos_scale, seed=self.config.seed).to(self.device).eval()
+                                      cfg.pos_scale, seed=self.config.seed,
+                                      box_padding=0.5 * self.config.memory.voxel_size).to(self.device).eval()
             lifter_state = self.decoder.extras.get("lifter")
             if lifter_state is not None:
                 self.lifter.load_state_dict(lifter_state)
