@@ -443,16 +443,12 @@ def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queri
 
 def paint_labels(masks: np.ndarray, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
     """Masks GxHxW bool, ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest mask; 0 = none."""
+    labels = np.zeros(masks.shape[1:], np.int32)
     if len(masks) == 0:
-        return np.zeros(masks.shape[1:], np.int32)
-    flat = masks.reshape(len(masks), -1)
-    areas = flat.sum(axis=1)
-    order = np.argsort(areas, kind="stable")  # smallest first: argmax picks the smallest covering mask
-    ranked = flat[order]
-    first = ranked.argmax(axis=0)
-    covered = ranked[first, np.arange(flat.shape[1])]
-    labels = np.where(covered, np.asarray(ids, np.int64)[order][first], 0).astype(np.int32)
-    labels = labels.reshape(masks.shape[1:])
+        return labels
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    for g in np.argsort(-areas, kind="stable"):  # largest first, smaller masks painted over them
+        np.copyto(labels, np.int32(ids[g]), where=masks[g])
     if valid is not None:
         labels[~valid] = 0
     return labels
