@@ -97,6 +97,7 @@ class ReplayInput:
     scene: str
     vertices: Optional[np.ndarray] = None  # Vx3 mesh vertices for the ScanNet export
     gt_labels: Optional[np.ndarray] = None  # V per-vertex GT (label*1000+instance)
+    gt_poses: Optional[dict] = None  # stamp ns -> 4x4 GT camera-to-world (aligns monocular maps)
 
 
 def is_bag(path: Path) -> bool:
@@ -290,6 +291,15 @@ class ReplayClient:
         self.last_instance_map = None
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.node.create_subscription(InstanceMap, "instance_map", self._on_instance_map, latched)
+        self.poses: dict[int, np.ndarray] = {}  # stamp ns -> camera-to-map pose from the node's /tf
+        try:
+            from tf2_msgs.msg import TFMessage
+
+            tf_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.VOLATILE)
+            self.node.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos)
+        except ImportError:  # no tf2_msgs: poses are only needed to align monocular maps
+            pass
         self._get_state = self.node.create_client(GetState, f"{self.fqn}/get_state")
         self._save = self.node.create_client(SaveMap, f"{self.fqn}/save_map")
         self._GetState, self._SaveMap = GetState, SaveMap
@@ -317,6 +327,13 @@ class ReplayClient:
             self.instance_maps += 1
             self.last_instance_map = msg
             self._cond.notify_all()
+
+    def _on_tf(self, msg) -> None:
+        from moonseg3r_ros.ros import conversions as conv
+
+        for t in msg.transforms:
+            if t.child_frame_id == "camera_optical" and t.header.frame_id == "map":
+                self.poses[conv.stamp_to_ns(t.header.stamp)] = conv.transform_msg_to_matrix(t)
 
     # ------------------------------------------------------------------------------------------ queries
     def counter(self, name: str, values: Optional[dict] = None) -> int:
@@ -440,6 +457,8 @@ class ReplayResult:
     instances: int
     seconds: float
     metrics: Optional[dict] = None
+    poses: dict = field(default_factory=dict)  # stamp ns -> 4x4 camera-to-map pose published by the node
+    alignment: Optional[np.ndarray] = None  # 4x4 similarity map -> GT world (monocular geometry only)
 
 
 def _needs(opts: ReplayOptions) -> list[str]:
@@ -500,6 +519,7 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
         if not ok:
             raise ReplayError(f"saving the map failed: {message}")
         stats["instance_map_messages"] = client.instance_maps
+        poses = dict(client.poses)
     except BagError as err:
         raise ReplayError(str(err).splitlines()[0]) from None
     finally:
@@ -507,8 +527,8 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
             client.close()
         code = node.stop()
     stats["node_exit_code"] = code
-    result = export_map(map_path, out, source)
-    result.stats, result.seconds = stats, time.monotonic() - start
+    result = export_map(map_path, out, source, alignment=align_to_ground_truth(poses, source, opts))
+    result.stats, result.seconds, result.poses = stats, time.monotonic() - start, poses
     (out / "replay.json").write_text(json.dumps({"scene": source.scene, "seconds": round(result.seconds, 2),
                                                  "instances": result.instances, **stats}, indent=2))
     return result
@@ -592,8 +612,40 @@ def _number(text: str):
     return int(value) if value.is_integer() else value
 
 
-def export_map(map_path: Path, out: Path, source: ReplayInput) -> ReplayResult:
-    """OUT/map.ply and (with vertices) OUT/pred/<scene>.txt + pred_mask/; AP when GT labels are known."""
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """4x4 similarity S (scale s, rotation R, translation t) minimising |dst - (s R src + t)|^2."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    u, d, vt = np.linalg.svd(b.T @ a / len(src))
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    rotation = u @ sign @ vt
+    var = (a ** 2).sum() / len(src)
+    scale = float(np.trace(np.diag(d) @ sign) / var) if var > 0 else 1.0
+    out = np.eye(4)
+    out[:3, :3] = scale * rotation
+    out[:3, 3] = mu_d - scale * rotation @ mu_s
+    return out
+
+
+def align_to_ground_truth(poses: dict, source: ReplayInput, opts: ReplayOptions) -> Optional[np.ndarray]:
+    """Monocular (CUT3R) maps live in the model's own frame and scale: fit map -> GT world from the camera
+    centres (the node's /tf vs the recorded poses, matched by stamp). None for recorded geometry."""
+    gt = getattr(source, "gt_poses", None)
+    if opts.geometry == "recorded" or not gt or not poses:
+        return None
+    common = sorted(set(poses) & set(gt))
+    if len(common) < 3:
+        return None
+    return umeyama(np.array([poses[k][:3, 3] for k in common]), np.array([gt[k][:3, 3] for k in common]))
+
+
+def export_map(map_path: Path, out: Path, source: ReplayInput, alignment: Optional[np.ndarray] = None
+               ) -> ReplayResult:
+    """OUT/map.ply and (with vertices) OUT/pred/<scene>.txt + pred_mask/; AP when GT labels are known.
+
+    With `alignment` (map -> GT world similarity), the vertices are brought into the map frame first."""
     from moonseg3r_ros.core.instance_map import InstanceMap, MapFileError
 
     try:
@@ -605,10 +657,15 @@ def export_map(map_path: Path, out: Path, source: ReplayInput) -> ReplayResult:
     pred_dir, metrics = None, None
     if source.vertices is not None:
         pred_dir = out / "pred"
-        instance_map.export_scannet(source.vertices, pred_dir, source.scene)
+        vertices = np.asarray(source.vertices, np.float64)
+        if alignment is not None:
+            vertices = (vertices - alignment[:3, 3]) @ np.linalg.inv(alignment[:3, :3]).T
+        instance_map.export_scannet(vertices, pred_dir, source.scene)
         if source.gt_labels is not None:
             metrics = evaluate_labels(source.scene, source.gt_labels, pred_dir, out / "gt")
-    return ReplayResult(out, map_path, ply, pred_dir, {}, len(instance_map.instances()), 0.0, metrics)
+    result = ReplayResult(out, map_path, ply, pred_dir, {}, len(instance_map.instances()), 0.0, metrics)
+    result.alignment = alignment
+    return result
 
 
 def evaluate_labels(scene: str, labels: np.ndarray, pred_dir: Path, gt_dir: Path) -> dict:
@@ -690,14 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_summary(result: ReplayResult) -> None:
+def print_summary(result: ReplayResult, table: bool = True) -> None:
     s = result.stats
     print(f"replayed {s['frames_sent']} frames in {result.seconds:.1f} s: {s['frames_processed']} processed "
           f"({s['keyframes']} keyframes), {s['frames_skipped']} skipped, {s['drops']} dropped; "
           f"{result.instances} instances")
     print(f"map: {result.map_path}  ply: {result.ply_path}" + (f"  predictions: {result.pred_dir}"
                                                                   if result.pred_dir else ""))
-    if result.metrics is not None:
+    if table and result.metrics is not None:
         from moonseg3r_ros.eval.scannet_ap import format_table
 
         print(format_table(result.metrics))
