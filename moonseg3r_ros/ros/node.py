@@ -19,6 +19,7 @@ comes from.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import resource
 import signal
@@ -144,6 +145,8 @@ class MoonSeg3RNode(LifecycleNode):
         self._worker = FrameWorker(self._queue, self._process_frame, self._on_worker_error)
         self._worker.pause()
         self._worker.start()
+        needs = self._needs()
+        self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size) if needs else None
         self._map_services = [
             self.create_service(_save_srv(), "~/save_map", self._on_save_map, callback_group=self._output_group),
             self.create_service(_load_srv(), "~/load_map", self._on_load_map, callback_group=self._output_group),
@@ -253,7 +256,7 @@ class MoonSeg3RNode(LifecycleNode):
         path = self.config.map_save_path
         if path and self._pipeline is not None:
             ok, message = self.save_map(path)
-            (self.get_logger().info if ok else self.get_logger().error)(f"shutdown: {message}")
+            self._log_outcome(ok, f"shutdown: {message}")
 
     # ---------------------------------------------------------------------------------------- inputs
     def _needs(self) -> list[str]:
@@ -275,7 +278,8 @@ class MoonSeg3RNode(LifecycleNode):
         else:
             subs.append(self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group))
         needs = self._needs()
-        self._pairing = StampPairing(["image"] + needs, cfg.sync.buffer_size) if needs else None
+        if self._pairing is not None:
+            self._pairing.capacity = cfg.sync.buffer_size
         if "depth" in needs:
             subs.append(self.create_subscription(Image, topics.depth, self._on_depth, qos, callback_group=group))
             subs.append(self.create_subscription(CameraInfo, topics.camera_info, self._on_camera_info, qos,
@@ -532,6 +536,8 @@ class MoonSeg3RNode(LifecycleNode):
             "gpu_memory_mb": round(gpu_memory_bytes() / 2**20, 1),
             "gpu_peak_memory_mb": round(gpu_memory_bytes(peak=True) / 2**20, 1),
         }
+        if self._pairing is not None:
+            values.update({f"pairing_drops.{k}": v for k, v in self._pairing.stats.dropped.items()})
         values.update({k: v for k, v in sorted(self.counters.items())})
         values.update({f"pipeline.{k}": v for k, v in sorted(pipeline_stats.items())
                        if isinstance(v, (int, float))})
@@ -586,7 +592,10 @@ class MoonSeg3RNode(LifecycleNode):
             load = getattr(self._pipeline, "load_map", None)
             if load is not None:
                 load(loaded)
-            else:
+            else:  # a new sequence continues from the loaded map: memory, bank and counters start empty
+                self._pipeline.reset()
+                if dataclasses.asdict(loaded.config) == dataclasses.asdict(self._pipeline.config.map):
+                    loaded.config = self._pipeline.config.map  # runtime threshold changes keep applying
                 self._pipeline.instance_map = loaded
             counts = f"{len(loaded.instances())} instances, {len(loaded)} points"
             self._last_stamp_ns = None
@@ -626,19 +635,35 @@ class MoonSeg3RNode(LifecycleNode):
         self.publish_cloud()
 
     def _on_save_map(self, request, response):
-        response.success, response.message = self.save_map(request.path)
-        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
+        try:
+            response.success, response.message = self.save_map(request.path)
+        except Exception as err:  # always answer
+            response.success, response.message = False, f"{type(err).__name__}: {err}"
+        self._log_outcome(response.success, response.message)
         return response
 
     def _on_load_map(self, request, response):
-        response.success, response.message = self.load_map(request.path)
-        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
+        try:
+            response.success, response.message = self.load_map(request.path)
+        except Exception as err:  # always answer
+            response.success, response.message = False, f"{type(err).__name__}: {err}"
+        self._log_outcome(response.success, response.message)
         return response
 
     def _on_reset_map(self, request, response):
-        response.success, response.message = self.reset_map()
-        self.get_logger().info(response.message)
+        try:
+            response.success, response.message = self.reset_map()
+        except Exception as err:  # always answer
+            response.success, response.message = False, f"{type(err).__name__}: {err}"
+        self._log_outcome(response.success, response.message)
         return response
+
+    def _log_outcome(self, ok: bool, message: str) -> None:
+        # rclpy fixes one severity per call site: two explicit calls.
+        if ok:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
 
     # ---------------------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, changes) -> SetParametersResult:
@@ -671,15 +696,11 @@ class MoonSeg3RNode(LifecycleNode):
             pipeline_config, node_config = params.split_values(values)
         except (KeyError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
-        pipeline_updates = {k for k in updates if specs[k][0] == "pipeline"}
+        pipeline_updates = {k: v for k, v in updates.items() if specs[k][0] == "pipeline"}
         if pipeline_updates and configured:
             with self._lock:
-                apply = getattr(self._pipeline, "update_config", None)
-                if apply is None:
-                    return SetParametersResult(successful=False, reason=(
-                        "this pipeline cannot change parameters at runtime: cleanup, set, configure"))
                 try:
-                    apply(pipeline_config)
+                    apply_pipeline_tunables(self._pipeline, pipeline_config, pipeline_updates)
                 except ValueError as err:
                     return SetParametersResult(successful=False, reason=str(err))
         old_rate = self.config.cloud.rate
@@ -715,6 +736,24 @@ def _load_srv():
     from moonseg3r_msgs.srv import LoadMap
 
     return LoadMap
+
+
+def apply_pipeline_tunables(pipeline: Any, config: PipelineConfig, updates: dict[str, Any]) -> None:
+    """Apply changed tunable thresholds to a running pipeline.
+
+    Uses `pipeline.update_config(config)` when the pipeline offers it; otherwise sets the changed fields
+    in place on `pipeline.config` (whose section objects the pipeline's parts share, so they see them).
+    """
+    update = getattr(pipeline, "update_config", None)
+    if update is not None:
+        update(config)
+        return
+    for name in updates:
+        *parents, leaf = name.split(".")
+        source, target = config, pipeline.config
+        for p in parents:
+            source, target = getattr(source, p), getattr(target, p)
+        setattr(target, leaf, getattr(source, leaf))
 
 
 def missing_model_files(config: PipelineConfig) -> str:
@@ -802,12 +841,18 @@ def main(args: Optional[list[str]] = None) -> int:
 
 
 def _spin(executor, stop: threading.Event) -> None:
+    """Spin until shutdown; an exception escaping a callback is reported and spinning goes on."""
     try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-    except Exception as err:  # pragma: no cover - reported, then the process ends cleanly
-        print(f"moonseg3r node: executor stopped: {type(err).__name__}: {err}", file=sys.stderr)
+        while not stop.is_set():
+            try:
+                executor.spin()
+                break
+            except ExternalShutdownException:
+                break
+            except Exception as err:
+                if stop.is_set():
+                    break
+                print(f"moonseg3r node: callback failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
     finally:
         stop.set()
 
