@@ -4,7 +4,7 @@ Layout (2 rows x 3 columns): top row top-down (world z up, looking down), bottom
 Columns: ground truth over the scene's mesh vertices | prediction over the same vertices (what the ScanNet
 evaluation scores) | the fused map points themselves. Unannotated / unassigned vertices are light grey.
 Predicted instances take the colour of the GT instance they overlap most (IoU >= 0.25) so that matching
-objects look alike; unmatched predictions keep their own map colour.
+objects look alike; unmatched predictions (floor and wall segments, ...) get a pale tint of their map colour.
 """
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def pred_colors(vertex_ids: np.ndarray, labels: Optional[np.ndarray], gt_table: 
                 iou = counts[best] / (mask.sum() + (labels == value).sum() - counts[best])
                 if iou >= 0.25:
                     color = gt_table[value]
+                else:  # background / unmatched segments: pale, so that the objects stand out
+                    color = 0.35 * np.asarray(color, np.float64) + 0.65 * GREY
         table[pid] = color
         colors[mask] = color
     return colors, table

@@ -738,7 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and write its final map: OUT/map.npz, OUT/map.ply and ScanNet predictions OUT/pred/.")
     parser.add_argument("input", help="rosbag2 folder (or .db3/.mcap) or sequence folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--scene", default=None, help="scene name for the ScanNet export (default: input name)")
+    parser.add_argument("--scene", default=None, help="scene name for the ScanNet export (default: the --gt file's "
+                        "name, else the input's name)")
     parser.add_argument("--vertices", default=None, help="mesh PLY whose vertices the ScanNet export covers "
                         "(default: the sequence folder's <scene>_vh_clean_2.ply)")
     parser.add_argument("--gt", default=None, help="per-vertex GT <scene>.txt to evaluate against "
@@ -765,7 +766,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         opts = options_from_args(args)
-        source = open_input(args.input, args.scene)
+        scene = args.scene or (Path(args.gt).stem if args.gt else None)
+        source = open_input(args.input, scene)
         if args.vertices:
             from moonseg3r_ros.data.scannet_io import read_vertex_ply
 
