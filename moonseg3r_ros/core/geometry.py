@@ -4,7 +4,8 @@ Sources
 - `RecordedGeometry`: depth + intrinsics + camera-to-world pose given with each frame (datasets, bags, RGB-D
   users). No state attention (A_t is None). F3d is a cheap geometric descriptor on a patch grid: world-frame
   surface normals (3) and log depth (1), average-pooled over `patch` x `patch` pixels.
-- `Cut3rGeometry`: the CUT3R re-implementation (`moonseg3r_ros.core.cut3r`), monocular, gives A_t and F3d.
+- `Cut3rGeometry`: the CUT3R re-implementation (`moonseg3r_ros.core.cut3r`), monocular, gives A_t and F3d on a
+  patch grid aligned with the input image, and K fitted to its camera pointmap (CUT3R predicts no intrinsics).
 
 Every source returns a sanitised `FrameGeometry` on the input image grid: non-finite points are zeroed and
 marked invalid, `valid` = finite & 0 < depth <= max_depth (& confidence >= min_confidence for CUT3R), and
@@ -161,7 +162,8 @@ def geometric_features(points_cam: np.ndarray, points_world: np.ndarray, valid: 
     """Weight-free F3d: world normals (3) + log depth (1) pooled over valid pixels of each patch -> 4 x h x w."""
     normals = surface_normals(points_world, valid)
     log_depth = np.where(valid, np.log(np.maximum(points_cam[..., 2], 1e-6)), 0)[..., None]
-    pooled = block_mean(np.concatenate([normals, log_depth], axis=2), patch, valid)
+    defined = valid & (np.abs(normals).sum(axis=2) > 0)
+    pooled = block_mean(np.concatenate([normals, log_depth], axis=2), patch, defined)
     return torch.from_numpy(np.ascontiguousarray(pooled.transpose(2, 0, 1)))
 
 
@@ -200,7 +202,20 @@ class RecordedGeometry:
 
 
 class Cut3rGeometry:
-    """Monocular geometry from CUT3R (wraps `moonseg3r_ros.core.cut3r.Cut3rStream`)."""
+    """Monocular geometry from CUT3R (wraps `moonseg3r_ros.core.cut3r.Cut3rStream`).
+
+    The model is loaded from `config.cut3r_checkpoint` (official `.pth`, plain state_dict or safetensors; the
+    architecture is read from the official file's `args.model`) in float32; `cut3r_dtype` float16/bfloat16
+    runs the encoder and decoders under autocast (the heads stay float32). Per frame:
+    - pointmaps, confidence and `valid` on the input grid (pixels outside CUT3R's centre crop are invalid;
+      `valid` also needs confidence >= min_confidence and 0 < depth <= max_depth);
+    - K: CUT3R predicts no intrinsics, so K is fitted to the camera pointmap (`memory.estimate_intrinsics`:
+      principal point at the image centre, one focal); memory retrieval and box visibility need it;
+    - A_t (S x gh x gw) and F3d (C x gh x gw) on a patch grid ALIGNED WITH THE INPUT IMAGE: the model's patch
+      grid covers only the centre crop of the resized image, so both are resampled (nearest) onto a grid of
+      cells of one model patch's size in input pixels that spans the whole input; cells outside the crop are
+      zero (a mask's part outside the crop adds nothing to its state-distribution token).
+    """
 
     has_state_attention = True
 
@@ -212,16 +227,30 @@ class Cut3rGeometry:
         cut3r = _import_cut3r()
         if model is None:
             model = load_cut3r(config.cut3r_checkpoint, self.device, cut3r)
-        self.model = model.to(self.device, dtype).eval()
-        self.stream = cut3r.Cut3rStream(self.model, self.device, dtype, config.image_long_side,
-                                        config.state_attention_layer, config.state_attention_heads)
+        self.model = model.to(self.device, torch.float32).eval()
+        layer = config.state_attention_layer
+        depth = int(self.model.config.dec_depth)
+        if layer is not None and not -depth <= int(layer) < depth:
+            raise GeometryError(f"geometry.state_attention_layer {layer} is out of range for a CUT3R model with "
+                                f"{depth} state-decoder layers (use -{depth}..{depth - 1}; -1 = last)")
+        self.has_state_attention = layer is not None
+        try:
+            self.stream = cut3r.Cut3rStream(self.model, self.device, dtype, config.image_long_side, layer,
+                                            config.state_attention_heads, min_confidence=0.0,
+                                            max_depth=config.max_depth)
+        except ValueError as err:
+            raise GeometryError(f"CUT3R stream: {err}") from err
+        self.patch = int(self.model.config.patch_size)
 
     def reset(self) -> None:
         self.stream.reset()
 
     def compute(self, frame: Frame) -> FrameGeometry:
-        with torch.inference_mode():
-            raw = self.stream.step(frame.image)
+        try:
+            with torch.inference_mode():
+                raw = self.stream.step(frame.image)
+        except ValueError as err:  # e.g. an image too small for the model's patch grid
+            raise GeometryError(f"CUT3R cannot process frame {frame.frame_index}: {err}") from err
         pose = check_pose(raw.pose_c2w, "CUT3R pose")
         points_cam = np.asarray(raw.points_cam, np.float32)
         points_world = np.asarray(raw.points_world, np.float32)
@@ -232,12 +261,61 @@ class Cut3rGeometry:
         confidence = np.asarray(raw.confidence, np.float32)
         points_cam, points_world, confidence, valid = sanitize(
             points_cam, points_world, confidence, self.config.max_depth, self.config.min_confidence)
-        return FrameGeometry(pose, points_world, points_cam, confidence, valid, raw.features_3d,
-                             raw.state_attention, raw.intrinsics)
+        intrinsics = raw.intrinsics
+        if intrinsics is None and valid.sum() >= 2:
+            intrinsics = estimate_camera(points_cam, valid)
+        info = self.stream.last_info
+        features = raw.features_3d
+        attention = raw.state_attention
+        if info is not None:
+            features = None if features is None else patch_grid_on_input(features, info, self.patch)
+            attention = None if attention is None else patch_grid_on_input(attention, info, self.patch)
+        return FrameGeometry(pose, points_world, points_cam, confidence, valid, features, attention, intrinsics)
 
     def close(self) -> None:
         self.stream = None
         self.model = None
+
+
+def estimate_camera(points_cam: np.ndarray, valid: np.ndarray, max_pixels: int = 20_000) -> np.ndarray:
+    """K fitted to an HxWx3 camera pointmap (`memory.estimate_intrinsics`, on a regular sub-grid of about
+    `max_pixels` of the valid pixels, in the pixel coordinates of the full grid). GeometryError when the
+    pointmap admits no pinhole camera (non-positive focal: x/y do not grow with the pixel coordinates)."""
+    from moonseg3r_ros.core.memory import estimate_intrinsics
+
+    stride = max(1, int(np.sqrt(valid.size / max_pixels)))
+    sub_valid = np.zeros_like(valid)
+    sub_valid[::stride, ::stride] = valid[::stride, ::stride]
+    if sub_valid.sum() < 2:
+        sub_valid = valid
+    try:
+        return estimate_intrinsics(points_cam, sub_valid)
+    except ValueError as err:
+        raise GeometryError(f"no intrinsics can be fitted to the CUT3R pointmap: {err}") from err
+
+
+def patch_grid_on_input(values: Any, info: Any, patch: int) -> torch.Tensor:
+    """C x h x w values on the model's patch grid (covering the crop `info` of the resized input) ->
+    C x gh x gw float32 on a grid spanning the whole HxW input, cells of one model patch in input pixels
+    (gh = round(H / cell_h)); nearest sampling at each cell centre, zero outside the crop. When the crop is
+    the whole resized image and the sizes divide, this is the identity."""
+    values = torch.as_tensor(values).float().cpu()
+    channels, grid_h, grid_w = values.shape
+    (in_h, in_w), (rs_h, rs_w) = info.input_hw, info.resized_hw
+    cell_h, cell_w = patch * in_h / rs_h, patch * in_w / rs_w  # one model patch, in input pixels
+    out_h, out_w = max(1, int(round(in_h / cell_h))), max(1, int(round(in_w / cell_w)))
+    ys = ((np.arange(out_h) + 0.5) * in_h / out_h) * rs_h / in_h - info.crop_top  # cell centres, model pixels
+    xs = ((np.arange(out_w) + 0.5) * in_w / out_w) * rs_w / in_w - info.crop_left
+    rows, cols = np.floor(ys / patch).astype(np.int64), np.floor(xs / patch).astype(np.int64)
+    inside_r, inside_c = (rows >= 0) & (rows < grid_h), (cols >= 0) & (cols < grid_w)
+    if (out_h, out_w) == (grid_h, grid_w) and inside_r.all() and inside_c.all() and \
+            (rows == np.arange(grid_h)).all() and (cols == np.arange(grid_w)).all():
+        return values
+    rr = torch.from_numpy(np.clip(rows, 0, grid_h - 1))
+    cc = torch.from_numpy(np.clip(cols, 0, grid_w - 1))
+    out = values[:, rr][:, :, cc]
+    mask = torch.from_numpy(np.logical_and.outer(inside_r, inside_c))
+    return out * mask[None]
 
 
 def _import_cut3r():
@@ -254,13 +332,19 @@ def load_cut3r(path: str, device: torch.device, cut3r: Any = None) -> torch.nn.M
         raise GeometryError("geometry.source is 'cut3r' but geometry.cut3r_checkpoint is empty: give the path "
                             "of a CUT3R checkpoint (e.g. cut3r_512_dpt_4_64.pth) or use geometry.source "
                             "'recorded' with depth + pose input")
-    if not Path(path).is_file():
-        raise GeometryError(f"CUT3R checkpoint '{path}' does not exist")
+    if not Path(path).expanduser().exists():
+        raise GeometryError(f"CUT3R checkpoint '{path}' does not exist (download cut3r_512_dpt_4_64.pth from "
+                            "the official CUT3R repository and give its path)")
+    if not Path(path).expanduser().is_file():
+        raise GeometryError(f"CUT3R checkpoint '{path}' is not a file")
     cut3r = cut3r or _import_cut3r()
     try:
         return cut3r.load_checkpoint(path, device=device)
-    except Exception as err:  # any loader failure becomes one clear error
+    except cut3r.CheckpointError as err:  # truncated/corrupt file or another architecture: says which
         raise GeometryError(f"CUT3R checkpoint '{path}' could not be loaded: {err}") from err
+    except Exception as err:  # any other loader failure (unsupported options, out of memory) is one clear error
+        raise GeometryError(f"CUT3R checkpoint '{path}' could not be loaded "
+                            f"({type(err).__name__}: {err})") from err
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
