@@ -34,6 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .config import AssociationConfig
+from .types import MaskSet
 
 
 def _numpy(x, dtype=np.float32) -> np.ndarray:
@@ -47,7 +48,11 @@ def _numpy(x, dtype=np.float32) -> np.ndarray:
 
 
 def pool_masks_to_grid(masks, grid_h: int, grid_w: int) -> np.ndarray:
-    """NxHxW bool masks -> Nx(grid_h*grid_w) float32 covered fraction of each cell (area average)."""
+    """NxHxW bool masks (or a MaskSet) -> Nx(grid_h*grid_w) float32 covered fraction of each cell (area average)."""
+    if isinstance(masks, MaskSet):
+        if masks.labels is not None:
+            return _pool_labels_to_grid(masks.labels, len(masks), grid_h, grid_w)
+        masks = masks.masks
     masks = np.asarray(masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be NxHxW, got shape {masks.shape}")
@@ -66,6 +71,20 @@ def pool_masks_to_grid(masks, grid_h: int, grid_w: int) -> np.ndarray:
     m = torch.from_numpy(masks.astype(np.float32))
     pooled = torch.einsum("ah,nhw,bw->nab", torch.from_numpy(rows), m, torch.from_numpy(cols))
     return pooled.reshape(n, -1).numpy()
+
+
+def _pool_labels_to_grid(labels: np.ndarray, n: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """Label image HxW (k+1 = mask k) -> Nx(grid_h*grid_w) float32 covered fraction of each cell: one bincount
+    of (mask, cell) pairs when H, W are multiples of the grid; else the exact box filter on the dense masks."""
+    height, width = labels.shape
+    if height % grid_h or width % grid_w:
+        return pool_masks_to_grid(labels[None] == np.arange(1, n + 1)[:, None, None], grid_h, grid_w)
+    ph, pw = height // grid_h, width // grid_w
+    cell = (np.arange(height) // ph)[:, None] * grid_w + (np.arange(width) // pw)[None, :]
+    hit = labels > 0
+    pairs = (labels[hit].astype(np.int64) - 1) * (grid_h * grid_w) + cell[hit]
+    sums = np.bincount(pairs, minlength=n * grid_h * grid_w).reshape(n, -1)
+    return sums.astype(np.float32) / float(ph * pw)
 
 
 def _area_matrix(size: int, cells: int) -> np.ndarray:
@@ -144,24 +163,35 @@ def merge_within_frame(queries, boxes, threshold: float = 0.8, box_margin: float
     return sorted(groups, key=lambda g: int(g[0]))
 
 
-def combine_groups(groups: Sequence[np.ndarray], masks: np.ndarray, queries, boxes,
+def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
                    tokens=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Fuse each group: masks GxHxW (union), queries GxD and tokens GxS (pixel-area weighted mean), boxes Gx2x3."""
-    masks = np.asarray(masks, bool)
+    """Fuse each group: masks GxHxW (union), queries GxD and tokens GxS (pixel-area weighted mean), boxes Gx2x3.
+
+    `masks` may be a MaskSet; the fused masks are then a MaskSet too (given as labels when the input was)."""
     q, b = _numpy(queries), _numpy(boxes)
     t = None if tokens is None else _numpy(tokens)
-    area = masks.reshape(masks.shape[0], -1).sum(axis=1).astype(np.float32)
-    out_m, out_q, out_b, out_t = [], [], [], []
+    if isinstance(masks, MaskSet) and masks.labels is not None:
+        area = np.bincount(masks.labels.reshape(-1), minlength=len(masks) + 1)[1:len(masks) + 1].astype(np.float32)
+        table = np.zeros(len(masks) + 1, np.int32)
+        for k, g in enumerate(groups):
+            table[np.asarray(g) + 1] = k + 1
+        fused_masks = MaskSet(None, np.ones(len(groups), np.float32), labels=table.take(masks.labels))
+    else:
+        as_set = isinstance(masks, MaskSet)
+        dense = np.asarray(masks.masks if as_set else masks, bool)
+        area = dense.reshape(dense.shape[0], -1).sum(axis=1).astype(np.float32)
+        shape = (0,) + dense.shape[1:]
+        fused = np.stack([dense[g].any(axis=0) for g in groups]) if len(groups) else np.zeros(shape, bool)
+        fused_masks = MaskSet(fused, np.ones(len(groups), np.float32)) if as_set else fused
+    out_q, out_b, out_t = [], [], []
     for g in groups:
         w = area[g] if area[g].sum() > 0 else np.ones(len(g), np.float32)
         w = w / w.sum()
-        out_m.append(masks[g].any(axis=0))
         out_q.append(w @ q[g])
         out_b.append(np.stack([b[g, 0].min(axis=0), b[g, 1].max(axis=0)]))
         if t is not None:
             out_t.append(w @ t[g])
-    shape = (0,) + masks.shape[1:]
-    return (np.stack(out_m) if out_m else np.zeros(shape, bool),
+    return (fused_masks,
             np.stack(out_q) if out_q else np.zeros((0, q.shape[1]), np.float32),
             np.stack(out_b) if out_b else np.zeros((0, 2, 3), np.float32),
             None if t is None else (np.stack(out_t) if out_t else np.zeros((0, t.shape[1]), np.float32)))

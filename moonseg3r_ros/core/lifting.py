@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moonseg3r_ros.core.masks import as_mask_set, subgrid_members
+from moonseg3r_ros.core.types import MaskSet
+
 
 @dataclass
 class LiftedQueries:
@@ -57,19 +60,20 @@ def grouped_percentile(values: np.ndarray, group: np.ndarray, starts: np.ndarray
     return values[order][rank]
 
 
-def mask_point_stats(masks: np.ndarray, points_world: np.ndarray, valid: np.ndarray, stride: int,
+def mask_point_stats(masks, points_world: np.ndarray, valid: np.ndarray, stride: int,
                      percentile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Masks NxHxW, points HxWx3, valid HxW -> (boxes Nx2x3, centroids Nx3, counts N, pixel centres Nx2 (row, col)).
+    """Masks NxHxW (or a MaskSet), points HxWx3, valid HxW -> (boxes Nx2x3, centroids Nx3, counts N,
+    pixel centres Nx2 (row, col)).
 
     Masks without a valid point get a zero box/centroid and count 0; pixel centres ignore validity.
     """
-    n = masks.shape[0]
-    sub = masks[:, ::stride, ::stride]
+    masks = as_mask_set(masks)
+    n = len(masks)
     sub_valid = valid[::stride, ::stride]
     sub_points = points_world[::stride, ::stride]
     boxes = np.zeros((n, 2, 3), np.float32)
     centroids = np.zeros((n, 3), np.float32)
-    index, rows, cols = np.nonzero(sub)
+    index, rows, cols = subgrid_members(masks, stride)
     pixel_centres = np.zeros((n, 2), np.float32)
     hits = np.bincount(index, minlength=n)
     has = hits > 0
@@ -90,14 +94,28 @@ def mask_point_stats(masks: np.ndarray, points_world: np.ndarray, valid: np.ndar
     return boxes, centroids, counts * stride * stride, pixel_centres
 
 
-def coverage_weights(masks: np.ndarray, grid_h: int, grid_w: int, samples: int,
-                     fallback_pixels: np.ndarray) -> np.ndarray:
-    """Masks NxHxW -> Nx(grid_h*grid_w) float32 coverage fractions (rows sum to 1; empty rows one-hot)."""
-    n, height, width = masks.shape
+def coverage_weights(masks, grid_h: int, grid_w: int, samples: int, fallback_pixels: np.ndarray,
+                     valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Masks NxHxW (or a MaskSet; only pixels where `valid` HxW when given) -> Nx(grid_h*grid_w) float32
+    coverage fractions (rows sum to 1; empty rows one-hot at the fallback pixel's cell)."""
+    masks = as_mask_set(masks)
+    n = len(masks)
+    height, width = masks.shape
     rows = ((np.arange(grid_h * samples) + 0.5) * height / (grid_h * samples)).astype(np.int64)
     cols = ((np.arange(grid_w * samples) + 0.5) * width / (grid_w * samples)).astype(np.int64)
-    sampled = masks[:, rows[:, None], cols[None, :]].reshape(n, grid_h, samples, grid_w, samples)
-    weights = sampled.sum(axis=(2, 4), dtype=np.float32).reshape(n, -1)
+    cells = grid_h * grid_w
+    if masks.labels is not None:  # one pass over the sample points: bincount of (mask, cell) pairs
+        sampled = masks.labels[rows[:, None], cols[None, :]].astype(np.int64)
+        if valid is not None:
+            sampled = np.where(valid[rows[:, None], cols[None, :]], sampled, 0)
+        cell = ((np.arange(rows.size) // samples)[:, None] * grid_w + np.arange(cols.size)[None, :] // samples)
+        hit = sampled > 0
+        weights = np.bincount((sampled[hit] - 1) * cells + cell[hit], minlength=n * cells)
+        weights = weights.reshape(n, cells).astype(np.float32)
+    else:
+        dense = masks.masks if valid is None else masks.masks & valid[None]
+        sampled = dense[:, rows[:, None], cols[None, :]].reshape(n, grid_h, samples, grid_w, samples)
+        weights = sampled.sum(axis=(2, 4), dtype=np.float32).reshape(n, -1)
     total = weights.sum(axis=1)
     empty = np.flatnonzero(total == 0)
     if empty.size:
@@ -134,11 +152,13 @@ class QueryLifter(nn.Module):
                     nn.init.orthogonal_(layer.weight, generator=generator)
                     layer.weight.mul_(math.sqrt(max(layer.weight.shape) / layer.weight.shape[0]))
 
-    def forward(self, masks: np.ndarray, features_2d: torch.Tensor, features_3d: Optional[torch.Tensor],
+    def forward(self, masks, features_2d: torch.Tensor, features_3d: Optional[torch.Tensor],
                 points_world: np.ndarray, valid: np.ndarray) -> LiftedQueries:
-        """masks NxHxW bool, F2d C2xh2xw2, F3d C3xh3xw3 or None, X_t HxWx3, valid HxW -> LiftedQueries."""
-        masks = np.asarray(masks, bool)
-        n, height, width = masks.shape
+        """masks NxHxW bool (or a MaskSet), F2d C2xh2xw2, F3d C3xh3xw3 or None, X_t HxWx3, valid HxW
+        -> LiftedQueries."""
+        masks = as_mask_set(masks)
+        n = len(masks)
+        height, width = masks.shape
         device = self.semantic_proj.weight.device
         stride = stats_stride(height, width, self.stats_pixels)
         boxes, centroids, counts, pixel_centres = mask_point_stats(masks, points_world, valid, stride,
@@ -150,16 +170,16 @@ class QueryLifter(nn.Module):
             return LiftedQueries(torch.zeros((0, self.dim), device=device), boxes, centroids, counts)
         query = self.semantic_proj(self._pool(masks, features_2d, pixel_centres))
         if self.geometric_proj is not None and features_3d is not None:
-            valid_masks = masks & valid[None]
-            query = query + self.geometric_proj(self._pool(valid_masks, features_3d, pixel_centres))
+            query = query + self.geometric_proj(self._pool(masks, features_3d, pixel_centres, valid))
         position = torch.from_numpy(centroids).to(device)
         query = query + self.position_proj(fourier_encoding(position, self.pos_bands))
         return LiftedQueries(query, boxes, centroids, counts)
 
-    def _pool(self, masks: np.ndarray, features: torch.Tensor, pixel_centres: np.ndarray) -> torch.Tensor:
-        """Masked average of features CxHfxWf inside each mask, L2-normalised -> NxC."""
+    def _pool(self, masks: MaskSet, features: torch.Tensor, pixel_centres: np.ndarray,
+              valid: Optional[np.ndarray] = None) -> torch.Tensor:
+        """Masked average of features CxHfxWf inside each mask (its valid pixels), L2-normalised -> NxC."""
         channels, grid_h, grid_w = features.shape
-        weights = coverage_weights(masks, grid_h, grid_w, self.coverage_samples, pixel_centres)
+        weights = coverage_weights(masks, grid_h, grid_w, self.coverage_samples, pixel_centres, valid)
         if features.device.type == "cpu":  # numpy avoids torch's thread-pool overhead on these small products
             pooled = torch.from_numpy(weights @ features.reshape(channels, -1).float().numpy().T)
         else:

@@ -60,7 +60,10 @@ def filter_masks(masks: np.ndarray, scores: np.ndarray, min_area: int, max_masks
 
 
 def masks_from_labels(labels: np.ndarray, min_area: int, max_masks: int) -> MaskSet:
-    """HxW int label image (0 = none) -> MaskSet of the largest labels (score 1), fast path via bincount."""
+    """HxW int label image (0 = none) -> MaskSet of the largest labels (score 1), fast path via bincount.
+
+    The set is returned as `labels` (mask k = the pixels of the k-th kept id, ascending); `masks` is only
+    materialised when someone reads it."""
     labels = np.asarray(labels)
     flat = labels.reshape(-1).astype(np.int64)
     if flat.size == 0 or flat.min() < 0:
@@ -70,8 +73,41 @@ def masks_from_labels(labels: np.ndarray, min_area: int, max_masks: int) -> Mask
     ids = np.flatnonzero(counts >= max(min_area, 1))
     ids = ids[np.argsort(-counts[ids], kind="stable")][:max_masks]
     ids = np.sort(ids)
-    masks = labels[None] == ids[:, None, None]
-    return MaskSet(masks, np.ones(ids.size, np.float32))
+    table = np.zeros(counts.size, np.int32)
+    table[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return MaskSet(None, np.ones(ids.size, np.float32), labels=table.take(flat).reshape(labels.shape))
+
+
+def select_masks(masks: MaskSet, keep: np.ndarray) -> MaskSet:
+    """The masks whose N-bool `keep` is True (labels renumbered when the set is given as labels)."""
+    keep = np.asarray(keep, bool)
+    if masks.labels is None:
+        return MaskSet(masks.masks[keep], masks.scores[keep])
+    table = np.zeros(keep.size + 1, np.int32)
+    table[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return MaskSet(None, masks.scores[keep], labels=table.take(masks.labels))
+
+
+def as_mask_set(masks) -> MaskSet:
+    """A MaskSet as is, or NxHxW bool masks (numpy or torch) wrapped in one (scores 1)."""
+    if isinstance(masks, MaskSet):
+        return masks
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be NxHxW, got shape {masks.shape}")
+    return MaskSet(masks, np.ones(masks.shape[0], np.float32))
+
+
+def subgrid_members(masks: MaskSet, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask index, row, col) of every (mask, pixel) pair on the sub-grid [::stride, ::stride] (sub-grid
+    coordinates). Label sets cost O(H*W / stride^2); mask stacks O(N*H*W / stride^2)."""
+    if masks.labels is not None:
+        sub = masks.labels[::stride, ::stride]
+        rows, cols = np.nonzero(sub)
+        return sub[rows, cols].astype(np.int64) - 1, rows, cols
+    return np.nonzero(masks.masks[:, ::stride, ::stride])
 
 
 def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -21,6 +21,7 @@ consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -38,7 +39,7 @@ from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
 from moonseg3r_ros.core.lifting import QueryLifter
-from moonseg3r_ros.core.masks import MaskError, make_mask_source
+from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks
 from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory, estimate_intrinsics, project_points
 from moonseg3r_ros.core.refinement import QueryDecoder
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
@@ -109,6 +110,7 @@ class MoonSeg3RPipeline:
         self.memory = QueryIndexMemory(self.config.memory.voxel_size, self.config.memory.occlusion_tolerance)
         self.bank = QueryBank(self.config.features.dim, window=self.config.memory.bank_average_window)
         self.stats: dict[str, int] = {}
+        self._blas_limit = numpy_blas_limiter()
         self._reset_state()
 
     # ------------------------------------------------------------------------------------------ public
@@ -162,7 +164,8 @@ class MoonSeg3RPipeline:
                 raise RuntimeError("pipeline is closed")
             start = time.perf_counter()
             timings: dict[str, float] = {}
-            result = self._step(image, stamp, depth, intrinsics, pose_c2w, instance_ids, encoding, timings)
+            with self._blas_limit():
+                result = self._step(image, stamp, depth, intrinsics, pose_c2w, instance_ids, encoding, timings)
             timings["total"] = time.perf_counter() - start
             result.timings = timings
             return result
@@ -241,17 +244,21 @@ class MoonSeg3RPipeline:
         """Drop masks NxHxW with fewer than min_valid_points pixels of valid geometry (counted on a sub-grid)."""
         if len(masks) == 0:
             return masks
-        if masks.masks.shape[1:] != geometry.valid.shape:
-            raise MaskError(f"mask source returned masks of size {masks.masks.shape[1:]}, frame is "
+        if masks.shape != geometry.valid.shape:
+            raise MaskError(f"mask source returned masks of size {masks.shape}, frame is "
                             f"{geometry.valid.shape}")
         stride = max(1, int(math.sqrt(geometry.valid.size / 20_000)))
-        sub = masks.masks[:, ::stride, ::stride] & geometry.valid[None, ::stride, ::stride]
-        counts = sub.reshape(len(masks), -1).sum(axis=1) * stride * stride
-        keep = counts >= self.config.masks.min_valid_points
+        sub_valid = geometry.valid[::stride, ::stride]
+        if masks.labels is not None:
+            counts = np.bincount(masks.labels[::stride, ::stride][sub_valid], minlength=len(masks) + 1)[1:]
+        else:
+            sub = masks.masks[:, ::stride, ::stride] & sub_valid[None]
+            counts = sub.reshape(len(masks), -1).sum(axis=1)
+        keep = counts[:len(masks)] * stride * stride >= self.config.masks.min_valid_points
         if keep.all():
             return masks
         self.stats["masks_dropped_no_geometry"] += int((~keep).sum())
-        return MaskSet(masks.masks[keep], masks.scores[keep])
+        return select_masks(masks, keep)
 
     def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> _Keyframe:
         """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
@@ -261,7 +268,7 @@ class MoonSeg3RPipeline:
             features_3d = self._features_3d(geometry)
             lifter = self._lifter(features_3d)
             with torch.inference_mode():
-                lifted = lifter(masks.masks, features_2d, features_3d, geometry.points_world, geometry.valid)
+                lifted = lifter(masks, features_2d, features_3d, geometry.points_world, geometry.valid)
         with _timer(timings, "memory"):
             context, visible_boxes = self._contextual_queries(geometry)
         with _timer(timings, "refinement"):
@@ -269,7 +276,7 @@ class MoonSeg3RPipeline:
                 refined = self.decoder(lifted.queries, features_2d, context)
             queries = refined.queries.float().cpu().numpy()
         with _timer(timings, "association"):
-            return self._associate(masks.masks, queries, lifted.boxes, geometry, visible_boxes)
+            return self._associate(masks, queries, lifted.boxes, geometry, visible_boxes)
 
     def _features_3d(self, geometry: FrameGeometry) -> Optional[torch.Tensor]:
         f3d = geometry.features_3d
@@ -319,7 +326,7 @@ class MoonSeg3RPipeline:
             return None, visible_boxes
         return torch.from_numpy(queries).to(self.device), visible_boxes
 
-    def _associate(self, masks: np.ndarray, queries: np.ndarray, boxes: np.ndarray,
+    def _associate(self, masks: MaskSet, queries: np.ndarray, boxes: np.ndarray,
                    geometry: FrameGeometry, visible_boxes: dict[int, np.ndarray]) -> _Keyframe:
         """(d): state tokens, intra-frame merge, Hungarian matching; new ids for the unmatched."""
         cfg = self.config.association
@@ -441,8 +448,18 @@ def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queri
     return sorted((int(i), int(map_ids[j])) for i, j in zip(r[keep], c[keep]))
 
 
-def paint_labels(masks: np.ndarray, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
-    """Masks GxHxW bool, ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest mask; 0 = none."""
+def paint_labels(masks, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Masks GxHxW bool (or a MaskSet), ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest
+    mask; 0 = none. A MaskSet given as labels (no overlaps) is painted with one table look-up."""
+    masks = as_mask_set(masks)
+    if masks.labels is not None:
+        table = np.zeros(len(masks) + 1, np.int32)
+        table[1:] = ids
+        labels = table.take(masks.labels)
+        if valid is not None:
+            labels[~valid] = 0
+        return labels
+    masks = masks.masks
     labels = np.zeros(masks.shape[1:], np.int32)
     if len(masks) == 0:
         return labels
@@ -452,6 +469,22 @@ def paint_labels(masks: np.ndarray, ids: np.ndarray, valid: Optional[np.ndarray]
     if valid is not None:
         labels[~valid] = 0
     return labels
+
+
+def numpy_blas_limiter(threads: int = 1):
+    """A context-manager factory that limits numpy/scipy's OpenBLAS to `threads` threads while held.
+
+    The non-network stages only multiply small matrices (100x64 by 64x500); OpenBLAS still splits them over
+    every core, and on a loaded 2-core machine waking the second thread costs 10-20 ms per product (measured:
+    cosine_matrix 0.1 ms single-threaded, 14 ms with 2 threads under load). torch's own thread pool
+    (the networks) is not touched. Without threadpoolctl this is a no-op."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        logging.getLogger("moonseg3r").warning("threadpoolctl not installed: numpy BLAS threads not limited")
+        return contextlib.nullcontext
+    selected = ThreadpoolController().select(internal_api="openblas")
+    return lambda: selected.limit(limits=threads)
 
 
 class _timer:

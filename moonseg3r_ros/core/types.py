@@ -52,19 +52,48 @@ class FrameGeometry:
     intrinsics: Optional[np.ndarray] = None  # 3x3, when known or estimated
 
 
-@dataclass
 class MaskSet:
-    """2D masks of one frame (M_t)."""
+    """2D masks of one frame (M_t).
 
-    masks: np.ndarray  # NxHxW bool
-    scores: np.ndarray  # N float32 in [0, 1]
+    masks: NxHxW bool; scores: N float32 in [0, 1]. Sources whose masks do not overlap (ground truth, id
+    images, weight-free components) may give `labels` instead: an HxW int32 image with k+1 on the pixels of
+    mask k and 0 elsewhere. `masks` is then built from it on first access only; the pipeline works on
+    `labels` directly (O(H*W) instead of O(N*H*W) per pass).
+    """
+
+    def __init__(self, masks: Optional[np.ndarray], scores: np.ndarray, labels: Optional[np.ndarray] = None):
+        if masks is None and labels is None:
+            raise ValueError("MaskSet needs masks or labels")
+        self._masks = masks
+        self.scores = scores
+        self.labels = labels
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            n = int(np.asarray(self.scores).shape[0])
+            self._masks = self.labels[None] == np.arange(1, n + 1, dtype=self.labels.dtype)[:, None, None]
+        return self._masks
+
+    @masks.setter
+    def masks(self, value: np.ndarray) -> None:
+        self._masks = value
+        self.labels = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the frame grid."""
+        return tuple(self.labels.shape) if self._masks is None else tuple(self._masks.shape[1:])
 
     @staticmethod
     def empty(height: int, width: int) -> "MaskSet":
         return MaskSet(np.zeros((0, height, width), bool), np.zeros((0,), np.float32))
 
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return int(np.asarray(self.scores).shape[0])
+
+    def __repr__(self) -> str:
+        return f"MaskSet({len(self)} masks on {self.shape}, labels={'yes' if self.labels is not None else 'no'})"
 
 
 @dataclass
