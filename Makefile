@@ -25,7 +25,7 @@ test:
 	$(ENV) python -m pytest test $(PYTEST_ARGS)
 
 demo:
-	$(ENV) moonseg3r demo $(DEMO_ARGS)
+	$(ENV) moonseg3r demo --out demo_out $(DEMO_ARGS)
 
 clean:
 	rm -rf build install log
