@@ -22,6 +22,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALLED_NODE = REPO_ROOT / "install" / "moonseg3r_ros" / "lib" / "moonseg3r_ros" / "moonseg3r_node"
 
+# Remappings from the node's default input names to the synthetic bag writer's topics.
+CAMERA_REMAPS = {"image": "/camera/image_raw", "depth": "/camera/depth/image_raw", "camera_info": "/camera/camera_info",
+                 "pose": "/camera/pose", "instance_ids": "/camera/instance_ids"}
+
 # lifecycle_msgs/Transition ids
 CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
 SHUTDOWN_FROM_UNCONFIGURED, SHUTDOWN_FROM_INACTIVE, SHUTDOWN_FROM_ACTIVE = 5, 6, 7
@@ -311,6 +315,18 @@ class TestClient:
             pixels = frame.image if encoding == "rgb8" else np.ascontiguousarray(frame.image[..., ::-1])
             image_msg = conv.array_to_image_msg(pixels, encoding, stamp, "camera_optical")
         self._publishers["image"].publish(image_msg)
+
+    def feed(self, frames, start_stamp: float, period: float = 0.1, ground_truth: bool = True) -> None:
+        """Publish frames (with all side inputs) at stamps start_stamp + i * period, once subscribed."""
+        from moonseg3r_ros.ros import conversions as conv
+
+        self.make_input_publishers(ground_truth=ground_truth)
+        for key in self._publishers:
+            if not self.wait_for_subscribers(key):
+                raise TimeoutError(f"nobody subscribed to the {key} input")
+        for i, frame in enumerate(frames):
+            self.publish_frame(frame, conv.seconds_to_stamp(start_stamp + period * i))
+            self.spin_for(0.02)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
