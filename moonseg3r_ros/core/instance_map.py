@@ -197,15 +197,18 @@ class InstanceMap:
         count = np.bincount(inverse, minlength=slots.size).astype(np.float32)
         old_w = self._slots["weight"].take(slots)
         total = old_w + count
+        scale_old = (old_w / total)[:, None]
+        inv_total = (1.0 / total)[:, None]
+        flat = (slots[:, None] * 3 + np.arange(3)).reshape(-1)  # element indices of the Sx3 rows, for take/put
         for name, values in (("xyz", points), ("rgb", colors)):
             sums = np.stack([np.bincount(inverse, values[:, c], slots.size) for c in range(3)], axis=1)
-            old = self._slots[name].take(slots, axis=0)  # take/put: far faster than 2-D fancy indexing
-            fused = ((old * old_w[:, None] + sums) / total[:, None]).astype(np.float32)
-            np.put(self._slots[name].reshape(-1), (slots[:, None] * 3 + np.arange(3)).reshape(-1), fused)
+            column = self._slots[name].reshape(-1)
+            old = column.take(flat).reshape(-1, 3)  # take/put: far faster than 2-D fancy indexing
+            column.put(flat, (old * scale_old + sums * inv_total).astype(np.float32))
         conf_sum = np.bincount(inverse, conf, slots.size)
         old_conf = self._slots["conf"].take(slots)
-        self._slots["conf"][slots] = ((old_conf * old_w + conf_sum) / total).astype(np.float32)
-        self._slots["weight"][slots] = np.minimum(total, float(self.config.max_point_weight))
+        self._slots["conf"].put(slots, ((old_conf * old_w + conf_sum) / total).astype(np.float32))
+        self._slots["weight"].put(slots, np.minimum(total, float(self.config.max_point_weight)))
 
     def _vote(self, slots: np.ndarray, vote_id: np.ndarray, vote_n: np.ndarray) -> None:
         current = self._slots["vote_id"].take(slots).astype(np.int64)

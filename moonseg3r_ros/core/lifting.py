@@ -53,11 +53,13 @@ def stats_stride(height: int, width: int, stats_pixels: int) -> int:
 
 
 def grouped_percentile(values: np.ndarray, group: np.ndarray, starts: np.ndarray, counts: np.ndarray,
-                       q: float) -> np.ndarray:
-    """Per-group q-quantile (lower) of values; `group` sorted ascending with the given starts/counts."""
-    order = np.lexsort((values, group))
-    rank = starts + np.floor(q * (counts - 1)).astype(np.int64)
-    return values[order][rank]
+                       q) -> np.ndarray:
+    """Per-group q-quantile (lower) of values (q a float or a sequence: then one row per q); `group` are the
+    group indices with the given starts/counts of the groups in ascending group order. One sort for all q."""
+    ordered = values[np.lexsort((values, group))]
+    qs = np.atleast_1d(np.asarray(q, np.float64))
+    out = np.stack([ordered[starts + np.floor(qk * (counts - 1)).astype(np.int64)] for qk in qs])
+    return out if np.ndim(q) else out[0]
 
 
 def mask_point_stats(masks, points_world: np.ndarray, valid: np.ndarray, stride: int,
@@ -87,9 +89,8 @@ def mask_point_stats(masks, points_world: np.ndarray, valid: np.ndarray, stride:
         pts = sub_points[rows, cols].astype(np.float64)
         starts = np.r_[0, np.cumsum(counts)[:-1]][present]
         for axis in range(3):
-            boxes[present, 0, axis] = grouped_percentile(pts[:, axis], index, starts, counts[present], percentile)
-            boxes[present, 1, axis] = grouped_percentile(pts[:, axis], index, starts, counts[present],
-                                                         1.0 - percentile)
+            boxes[present, :, axis] = grouped_percentile(pts[:, axis], index, starts, counts[present],
+                                                         (percentile, 1.0 - percentile)).T
             centroids[present, axis] = np.bincount(index, pts[:, axis], n)[present] / counts[present]
     return boxes, centroids, counts * stride * stride, pixel_centres
 

@@ -352,6 +352,17 @@ class QueryIndexMemory:
         hit = old[pos] == ids_now
         ids_now[hit] = new[pos[hit]]
 
+    def ids_at(self, points_world: np.ndarray) -> np.ndarray:
+        """Nx3 world points -> N int32 id claiming each point's cell (0 = unclaimed, unknown or non-finite)."""
+        points = np.asarray(points_world, np.float64).reshape(-1, 3)
+        out = np.zeros(points.shape[0], np.int32)
+        finite = np.flatnonzero(np.isfinite(points).all(axis=1))
+        if finite.size and self._n:
+            slots = self._hash.lookup(voxel_keys(points[finite], self.voxel_size))
+            known = slots >= 0
+            out[finite[known]] = self._ids[slots[known]]
+        return out
+
     def retrieve(self, pose_c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int,
                  depth_map: Optional[np.ndarray] = None, max_ids: Optional[int] = None,
                  with_raster: bool = False) -> MemoryView:
@@ -371,7 +382,9 @@ class QueryIndexMemory:
             unoccluded = bad | (z <= observed + self.occlusion_tolerance)
             idx, col, row, z = idx[unoccluded], col[unoccluded], row[unoccluded], z[unoccluded]
         cell_ids = self._ids[idx]
-        ids, counts = np.unique(cell_ids, return_counts=True)
+        per_id = np.bincount(cell_ids, minlength=1)  # ids are small positive ints: no sort
+        ids = np.flatnonzero(per_id)
+        counts = per_id[ids]
         if max_ids is not None and ids.size > max_ids:
             top = np.sort(np.argsort(-counts, kind="stable")[:max_ids])
             ids, counts = ids[top], counts[top]

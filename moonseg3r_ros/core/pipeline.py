@@ -22,6 +22,7 @@ consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -38,7 +39,7 @@ from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
-from moonseg3r_ros.core.lifting import QueryLifter
+from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
 from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks
 from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory, estimate_intrinsics, project_points
 from moonseg3r_ros.core.refinement import QueryDecoder
@@ -319,9 +320,15 @@ class MoonSeg3RPipeline:
         ids = [int(i) for i in view.ids if int(i) in self.bank]
         if not ids:
             return None, {}
-        queries, _, boxes, _ = self.bank.get(ids)
-        parts = visible_box_parts(boxes, geometry.pose_c2w, k, depth, self.config.memory.occlusion_tolerance)
-        visible_boxes = {i: part for i, part in zip(ids, parts) if part is not None}
+        queries, _, _, _ = self.bank.get(ids)
+        visible_boxes: dict[int, np.ndarray] = {}
+        if self.config.association.box_overlap == "visible_iou" and self.lifter is not None:
+            # the part of each instance seen now: valid points of this frame in its memory cells, boxed as masks are
+            s = stats_stride(height, width, self.lifter.stats_pixels)
+            points = geometry.points_world[::s, ::s][geometry.valid[::s, ::s]]
+            seen = assoc.label_boxes(points, self.memory.ids_at(points), self.lifter.box_percentile,
+                                     self.lifter.box_padding, min_points=3)
+            visible_boxes = {i: seen[i] for i in ids if i in seen}
         if self.config.memory.max_contextual_queries == 0:
             return None, visible_boxes
         return torch.from_numpy(queries).to(self.device), visible_boxes
@@ -361,11 +368,13 @@ class MoonSeg3RPipeline:
     def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: _Keyframe) -> None:
         """Write the keyframe into the instance map, the query index memory and the bank; prune."""
         s = self.config.integrate_stride
-        valid = geometry.valid[::s, ::s]
-        points = geometry.points_world[::s, ::s][valid]
-        labels = keyframe.labels[::s, ::s][valid]
-        self.instance_map.integrate(points, frame.image[::s, ::s][valid], labels, frame.stamp,
-                                    geometry.confidence[::s, ::s][valid])
+        height, width = geometry.valid.shape
+        rows, cols = np.nonzero(geometry.valid[::s, ::s])
+        flat = rows * (s * width) + cols * s  # flat pixel index of every valid pixel on the stride grid
+        points = geometry.points_world.reshape(-1, 3).take(flat, axis=0)
+        labels = keyframe.labels.reshape(-1).take(flat)
+        self.instance_map.integrate(points, frame.image.reshape(-1, 3).take(flat, axis=0), labels, frame.stamp,
+                                    geometry.confidence.reshape(-1).take(flat))
         self.memory.update(points, labels)
         self.bank.upsert(keyframe.ids.tolist(), keyframe.queries, keyframe.boxes, keyframe.tokens)
         stored, _, _, _ = self.bank.get(keyframe.ids.tolist())
@@ -405,25 +414,28 @@ def visible_box_parts(boxes: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.nd
     if len(boxes) == 0:
         return []
     height, width = depth.shape
-    t = np.linspace(0.0, 1.0, samples)
-    grid = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=-1).reshape(-1, 3)  # Gx3
+    grid = _unit_grid(samples)  # 3xG
     lo, hi = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
-    points = lo[:, None] + grid[None] * (hi - lo)[:, None]  # VxGx3
-    u, v, z = project_points(points.reshape(-1, 3), pose_c2w, intrinsics)
+    points = lo[:, :, None] + grid[None] * (hi - lo)[:, :, None]  # Vx3xG (reductions over the last axis)
+    u, v, z = project_points(points.transpose(0, 2, 1).reshape(-1, 3), pose_c2w, intrinsics)
     col, row = np.floor(u + 0.5), np.floor(v + 0.5)
     seen = (z > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     idx = np.flatnonzero(seen)
     observed = depth[row[idx].astype(np.int64), col[idx].astype(np.int64)]
     seen[idx] = (observed <= 0) | (z[idx] <= observed + tolerance)
-    seen = seen.reshape(len(boxes), -1)
-    parts: list[Optional[np.ndarray]] = []
-    for k in range(len(boxes)):
-        if not seen[k].any():
-            parts.append(None)
-            continue
-        p = points[k][seen[k]]
-        parts.append(np.stack([p.min(axis=0), p.max(axis=0)]).astype(np.float32))
-    return parts
+    seen = seen.reshape(len(boxes), 1, -1)
+    parts = np.stack([np.where(seen, points, np.inf).min(axis=2),
+                      np.where(seen, points, -np.inf).max(axis=2)], axis=1).astype(np.float32)  # Vx2x3
+    return [part if ok else None for part, ok in zip(parts, seen.any(axis=2)[:, 0].tolist())]
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_grid(samples: int) -> np.ndarray:
+    """3 x samples^3 points of a regular grid in the unit cube (read-only)."""
+    t = np.linspace(0.0, 1.0, samples)
+    grid = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=0).reshape(3, -1)
+    grid.setflags(write=False)
+    return grid
 
 
 def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
