@@ -136,6 +136,34 @@ def box_iou_matrix(boxes_a, boxes_b) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).astype(np.float32)
 
 
+def label_boxes(points, labels, percentile: float = 0.02, padding: float = 0.0,
+                min_points: int = 1) -> dict[int, np.ndarray]:
+    """Points Nx3 with labels N (0 = none) -> {label: 2x3 float32 box}: per axis the [percentile,
+    1 - percentile] quantiles (lower, as the query lifter's boxes) of the label's points, grown by `padding`;
+    labels with fewer than `min_points` points are left out.
+
+    The pipeline's visible-part box of a map instance: the current frame's valid points (on the lifter's
+    statistics sub-grid) labelled by the memory cell they fall in -> the part of the instance seen now,
+    measured exactly like the frame's mask boxes."""
+    pts = _numpy(points, np.float64).reshape(-1, 3)
+    labels = np.asarray(labels).reshape(-1)
+    keep = labels != 0
+    pts, labels = pts[keep], labels[keep]
+    if labels.size == 0:
+        return {}
+    ids, counts = np.unique(labels, return_counts=True)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    group = np.searchsorted(ids, labels)
+    lo_index = starts + np.floor(percentile * (counts - 1)).astype(np.int64)
+    hi_index = starts + np.floor((1.0 - percentile) * (counts - 1)).astype(np.int64)
+    boxes = np.zeros((ids.size, 2, 3), np.float64)
+    for axis in range(3):
+        ordered = pts[np.lexsort((pts[:, axis], group)), axis]
+        boxes[:, 0, axis] = ordered[lo_index] - padding
+        boxes[:, 1, axis] = ordered[hi_index] + padding
+    return {int(i): boxes[k].astype(np.float32) for k, i in enumerate(ids) if counts[k] >= min_points}
+
+
 def box_gap_matrix(boxes_a, boxes_b) -> np.ndarray:
     """Nx2x3, Mx2x3 -> NxM float32 largest per-axis gap between boxes (0 when they overlap or touch)."""
     a, b = _numpy(boxes_a, np.float64), _numpy(boxes_b, np.float64)

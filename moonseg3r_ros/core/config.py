@@ -103,6 +103,9 @@ class AssociationConfig:
         -2.0, 2.0)
     merge_box_margin: float = param(0.05, "Intra-frame merge: 3D boxes closer than this (scene units) count as "
                                           "touching; only touching masks merge.", 0.0, 1e4)
+    box_overlap: str = param("visible_iou", "Box term of the match score: 'visible_iou' (IoU with the map instance's "
+                             "box or with the box of its memory cells seen from the current view, whichever is "
+                             "larger) or 'iou' (the paper's plain 3D box IoU).", choices=("visible_iou", "iou"))
 
 
 @dataclass
