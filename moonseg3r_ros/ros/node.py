@@ -117,6 +117,7 @@ class MoonSeg3RNode(LifecycleNode):
         self._last_map_stamp: Optional[Time] = None
         self._last_frame_index = -1
         self.counters: dict[str, int] = collections.defaultdict(int)
+        self._last_error_log: dict[tuple, float] = {}
         self._recent: collections.deque = collections.deque(maxlen=10_000)  # (done time, latency s, age s)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -307,6 +308,8 @@ class MoonSeg3RNode(LifecycleNode):
             self._bad_input("image", err)
             return
         frame = FrameInput(stamp=stamp, stamp_ns=conv.stamp_to_ns(stamp), rgb=rgb, received=received)
+        if not self._stamp_follows(frame.stamp_ns):
+            return
         if self._pairing is None:
             self._submit(frame)
         else:
@@ -365,13 +368,19 @@ class MoonSeg3RNode(LifecycleNode):
                 return
         self._submit(frame)
 
-    def _submit(self, frame: FrameInput) -> None:
+    def _stamp_follows(self, stamp_ns: int) -> bool:
+        """False (counted, logged) when the stamp is not newer than the last frame handed to the worker."""
         last = self._last_stamp_ns
-        if last is not None and frame.stamp_ns <= last:
-            self.counters["stamps_not_increasing"] += 1
-            self.get_logger().warning(
-                f"dropped a frame whose stamp {frame.stamp_ns / 1e9:.6f} s does not follow the previous one "
-                f"({last / 1e9:.6f} s); call ~/reset_map when a new sequence starts", throttle_duration_sec=2.0)
+        if last is None or stamp_ns > last:
+            return True
+        self.counters["stamps_not_increasing"] += 1
+        self.get_logger().warning(
+            f"dropped a frame whose stamp {stamp_ns / 1e9:.6f} s does not follow the previous one "
+            f"({last / 1e9:.6f} s); call ~/reset_map when a new sequence starts", throttle_duration_sec=2.0)
+        return False
+
+    def _submit(self, frame: FrameInput) -> None:
+        if not self._stamp_follows(frame.stamp_ns):
             return
         self._last_stamp_ns = frame.stamp_ns
         queue = self._queue
@@ -383,7 +392,12 @@ class MoonSeg3RNode(LifecycleNode):
     def _bad_input(self, stream: str, err: Exception) -> None:
         self.counters["bad_input"] += 1
         self.counters[f"bad_input.{stream}"] += 1
-        self.get_logger().error(f"dropped {stream} message: {err}", throttle_duration_sec=2.0)
+        # Throttled per kind of problem (its first words), so that different problems are all reported.
+        key = (stream, " ".join(str(err).split()[:3]))
+        now = time.monotonic()
+        if now - self._last_error_log.get(key, -1e9) >= 2.0:
+            self._last_error_log[key] = now
+            self.get_logger().error(f"dropped {stream} message: {err}")
 
     # ---------------------------------------------------------------------------------------- worker
     def _process_frame(self, frame: FrameInput) -> None:
