@@ -307,7 +307,7 @@ class MoonSeg3RPipeline:
 
     def _contextual_queries(self, geometry: FrameGeometry) -> tuple[Optional[torch.Tensor], dict[int, np.ndarray]]:
         """P_t rasterises the memory: (queries VxD of the visible bank instances or None,
-        {id: 2x3 box of the part of that instance's bank box seen from P_t})."""
+        {id: 2x3 box of the part of that instance seen now} (box_overlap 'visible_iou'; else empty))."""
         if len(self.memory) == 0:
             return None, {}
         height, width = geometry.valid.shape
@@ -442,8 +442,10 @@ def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queri
                              map_ids: np.ndarray, visible_boxes: dict[int, np.ndarray],
                              threshold: float) -> list[tuple[int, int]]:
     """Hungarian matching on score = cos(q) + cos(state) + IoU, where the IoU of a map instance is the larger of
-    its bank box's and its currently visible part's (`visible_box_parts`): a partial view of an object
-    then still overlaps the part of the map instance seen from this viewpoint. -> [(frame_index, map_id)]."""
+    its bank box's and its visible part's (`visible_boxes`: with association.box_overlap 'visible_iou' the box
+    of this frame's valid points that fall in the instance's memory cells, computed like the masks' boxes;
+    empty with 'iou', the paper's plain IoU): an object cut by the image edge or seen from one side then
+    still overlaps the part of the map instance seen from this viewpoint. -> [(frame_index, map_id)]."""
     from scipy.optimize import linear_sum_assignment
 
     if len(frame_queries) == 0 or len(map_queries) == 0:
