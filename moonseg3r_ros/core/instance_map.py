@@ -98,6 +98,13 @@ _SLOT_ARRAYS = {  # name -> (dtype, trailing shape)
     "keys": (np.int64, ()), "xyz": (np.float32, (3,)), "rgb": (np.float32, (3,)), "conf": (np.float32, ()),
     "weight": (np.float32, ()), "vote_id": (np.int32, ()), "vote_count": (np.int32, ()),
 }
+# Storage: the float columns live side by side in one Sx8 float32 array and the vote columns in one Sx2 int32
+# array, so fusing a frame gathers and scatters one 32-byte (8-byte) record per touched voxel instead of one
+# element per column (random access into a map of ~1M voxels is what costs). `_slots[name]` are views.
+_ATTR_COLUMNS = {"xyz": slice(0, 3), "rgb": slice(3, 6), "conf": 6, "weight": 7}
+_VOTE_COLUMNS = {"vote_id": 0, "vote_count": 1}
+_ATTR_RECORD = np.dtype((np.void, 32))
+_VOTE_RECORD = np.dtype((np.void, 8))
 
 
 class InstanceMap:
@@ -110,7 +117,7 @@ class InstanceMap:
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
         self._n = 0
-        self._slots = {name: np.zeros((1024,) + shape, dtype) for name, (dtype, shape) in _SLOT_ARRAYS.items()}
+        self._allocate(1024)
         self._hash = VoxelHash()
         self._meta: dict[int, _Meta] = {}
         self._next_id = 1
@@ -120,7 +127,7 @@ class InstanceMap:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self._slots.values()) + self._hash._table.nbytes)
+        return int(self._keys.nbytes + self._attrs.nbytes + self._votes.nbytes + self._hash._table.nbytes)
 
     def next_id(self) -> int:
         """A fresh instance id (>= 1, never reused)."""
@@ -128,19 +135,31 @@ class InstanceMap:
         self._next_id += 1
         return new
 
+    def _allocate(self, capacity: int) -> None:
+        """Zeroed storage for `capacity` voxels (the first self._n of the old storage copied over)."""
+        old = getattr(self, "_keys", None)
+        keys = np.zeros(capacity, np.int64)
+        attrs = np.zeros((capacity, 8), np.float32)
+        votes = np.zeros((capacity, 2), np.int32)
+        if old is not None and self._n:
+            keys[: self._n], attrs[: self._n], votes[: self._n] = (
+                self._keys[: self._n], self._attrs[: self._n], self._votes[: self._n])
+        self._keys, self._attrs, self._votes = keys, attrs, votes
+        self._attr_records = attrs.view(_ATTR_RECORD).reshape(-1)
+        self._vote_records = votes.view(_VOTE_RECORD).reshape(-1)
+        self._slots = {"keys": keys}
+        self._slots.update({name: attrs[:, col] for name, col in _ATTR_COLUMNS.items()})
+        self._slots.update({name: votes[:, col] for name, col in _VOTE_COLUMNS.items()})
+
     def _col(self, name: str) -> np.ndarray:
         return self._slots[name][: self._n]
 
     def _grow(self, extra: int) -> None:
         need = self._n + extra
-        capacity = self._slots["keys"].shape[0]
+        capacity = self._keys.shape[0]
         if need <= capacity:
             return
-        new_capacity = max(need, 2 * capacity)
-        for name, arr in self._slots.items():
-            grown = np.zeros((new_capacity,) + arr.shape[1:], arr.dtype)
-            grown[: self._n] = arr[: self._n]
-            self._slots[name] = grown
+        self._allocate(max(need, 2 * capacity))
 
     # ------------------------------------------------------------------------------------------ integrate
     def integrate(self, points_world: np.ndarray, colors: np.ndarray, instance_ids: np.ndarray, stamp: float,
@@ -185,40 +204,40 @@ class InstanceMap:
             new_keys, inverse = np.unique(keys[absent], return_inverse=True)
             self._grow(new_keys.size)
             new_slots = np.arange(self._n, self._n + new_keys.size)
-            self._slots["keys"][new_slots] = new_keys
-            for name in ("xyz", "rgb", "conf", "weight", "vote_id", "vote_count"):
-                self._slots[name][new_slots] = 0
+            self._keys[new_slots] = new_keys
+            self._attrs[new_slots] = 0
+            self._votes[new_slots] = 0
             self._hash.insert(new_keys, new_slots)
             self._n += new_keys.size
             slots[absent] = new_slots[inverse.reshape(-1)]
         return slots
 
     def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
+        """Running means of xyz, rgb, confidence over the touched voxels (one gather, one scatter)."""
         count = np.bincount(inverse, minlength=slots.size).astype(np.float32)
-        old_w = self._slots["weight"].take(slots)
+        record = self._attr_records.take(slots).view(np.float32).reshape(-1, 8)  # xyz rgb conf weight
+        old_w = record[:, 7]
         total = old_w + count
-        scale_old = (old_w / total)[:, None]
-        inv_total = (1.0 / total)[:, None]
-        flat = (slots[:, None] * 3 + np.arange(3)).reshape(-1)  # element indices of the Sx3 rows, for take/put
-        for name, values in (("xyz", points), ("rgb", colors)):
-            sums = np.stack([np.bincount(inverse, values[:, c], slots.size) for c in range(3)], axis=1)
-            column = self._slots[name].reshape(-1)
-            old = column.take(flat).reshape(-1, 3)  # take/put: far faster than 2-D fancy indexing
-            column.put(flat, (old * scale_old + sums * inv_total).astype(np.float32))
-        conf_sum = np.bincount(inverse, conf, slots.size)
-        old_conf = self._slots["conf"].take(slots)
-        self._slots["conf"].put(slots, ((old_conf * old_w + conf_sum) / total).astype(np.float32))
-        self._slots["weight"].put(slots, np.minimum(total, float(self.config.max_point_weight)))
+        means = np.stack([np.bincount(inverse, points[:, c], slots.size) for c in range(3)]
+                         + [np.bincount(inverse, colors[:, c], slots.size) for c in range(3)]
+                         + [np.bincount(inverse, conf, slots.size)], axis=0)  # 7xS sums (rows: fast axis)
+        means += record[:, :7].T * old_w
+        means /= total
+        fused = np.empty_like(record)
+        fused[:, :7] = means.T
+        fused[:, 7] = np.minimum(total, float(self.config.max_point_weight))
+        self._attr_records.put(slots, fused.view(_ATTR_RECORD).reshape(-1))
 
     def _vote(self, slots: np.ndarray, vote_id: np.ndarray, vote_n: np.ndarray) -> None:
-        current = self._slots["vote_id"].take(slots).astype(np.int64)
-        count = self._slots["vote_count"].take(slots).astype(np.int64)
+        record = self._vote_records.take(slots).view(np.int32).reshape(-1, 2)  # vote_id, vote_count
+        current = record[:, 0].astype(np.int64)
+        count = record[:, 1].astype(np.int64)
         count = np.where(current == vote_id, count + vote_n, count - vote_n)
         switch = count < 0
-        current = np.where(switch, vote_id, current)
-        count = np.minimum(np.abs(count), self.config.max_point_weight)
-        self._slots["vote_id"][slots] = current
-        self._slots["vote_count"][slots] = count
+        out = np.empty_like(record)
+        out[:, 0] = np.where(switch, vote_id, current)
+        out[:, 1] = np.minimum(np.abs(count), self.config.max_point_weight)
+        self._vote_records.put(slots, out.view(_VOTE_RECORD).reshape(-1))
 
     def _touch(self, ids: np.ndarray, stamp: float) -> None:
         for i in ids.tolist():
@@ -445,10 +464,12 @@ class InstanceMap:
             raise MapFileError(f"{path}: duplicate or invalid voxel keys")
         if n == 0:
             return
-        self._slots = {name: a[f"slot_{name}"].copy() for name in _SLOT_ARRAYS}
+        self._allocate(max(n, 1024))
+        for name in _SLOT_ARRAYS:
+            self._slots[name][:n] = a[f"slot_{name}"]
         self._n = n
         self._hash = VoxelHash(2 * n)
-        self._hash.insert(self._slots["keys"], np.arange(n))
+        self._hash.insert(self._keys[:n], np.arange(n))
 
     def _restore_meta(self, a: dict[str, np.ndarray], path: str) -> None:
         ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]
