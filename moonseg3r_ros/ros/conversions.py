@@ -406,7 +406,13 @@ def voxel_downsample(xyz: np.ndarray, rgb: np.ndarray, ids: np.ndarray, voxel: f
     if voxel <= 0 or xyz.shape[0] == 0:
         return xyz, rgb, ids
     cells = np.floor(xyz / voxel).astype(np.int64)
-    _, keep = np.unique(cells, axis=0, return_index=True)
+    cells -= cells.min(axis=0)
+    extent = cells.max(axis=0) + 1
+    if float(extent[0]) * float(extent[1]) * float(extent[2]) < 2**62:  # one int64 key per cell: fast 1-D unique
+        keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+        _, keep = np.unique(keys, return_index=True)
+    else:
+        _, keep = np.unique(cells, axis=0, return_index=True)
     keep.sort()
     return xyz[keep], rgb[keep], ids[keep]
 

@@ -100,3 +100,18 @@ def test_declared_parameters_carry_descriptors_and_ranges():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_rviz_config_matches_the_node_defaults():
+    """rviz/moonseg3r.rviz: fixed frame `map` and the node's default output topics."""
+    rviz = yaml.safe_load((params.YAML_PATH.parents[1] / "rviz" / "moonseg3r.rviz").read_text())
+    manager = rviz["Visualization Manager"]
+    config = NodeConfig()
+    assert manager["Global Options"]["Fixed Frame"] == config.frames.map
+    topics = {d["Class"].split("/")[-1]: d.get("Topic", {}).get("Value") for d in manager["Displays"]
+              if d["Class"] != "rviz_default_plugins/Image"}
+    assert topics["PointCloud2"] == "/" + config.topics.cloud
+    assert topics["MarkerArray"] == "/" + config.topics.markers
+    assert "TF" in topics
+    images = [d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
+    assert images == ["/camera/image_raw", "/" + config.topics.debug_image]
