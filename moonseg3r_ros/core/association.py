@@ -211,18 +211,21 @@ def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
         shape = (0,) + dense.shape[1:]
         fused = np.stack([dense[g].any(axis=0) for g in groups]) if len(groups) else np.zeros(shape, bool)
         fused_masks = MaskSet(fused, np.ones(len(groups), np.float32)) if as_set else fused
-    out_q, out_b, out_t = [], [], []
-    for g in groups:
-        w = area[g] if area[g].sum() > 0 else np.ones(len(g), np.float32)
-        w = w / w.sum()
-        out_q.append(w @ q[g])
-        out_b.append(np.stack([b[g, 0].min(axis=0), b[g, 1].max(axis=0)]))
-        if t is not None:
-            out_t.append(w @ t[g])
+    n_groups = len(groups)
+    member = np.zeros((n_groups, q.shape[0]), bool)  # G x N group membership
+    for k, g in enumerate(groups):
+        member[k, np.asarray(g, np.int64)] = True
+    weights = np.where(member, area[None, :], 0.0).astype(np.float32)
+    no_area = weights.sum(axis=1) <= 0
+    weights[no_area] = member[no_area]  # a group of empty masks: plain mean
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-30)
+    fused_boxes = np.stack([np.where(member[:, :, None], b[None, :, 0], np.inf).min(axis=1),
+                            np.where(member[:, :, None], b[None, :, 1], -np.inf).max(axis=1)], axis=1)
     return (fused_masks,
-            np.stack(out_q) if out_q else np.zeros((0, q.shape[1]), np.float32),
-            np.stack(out_b) if out_b else np.zeros((0, 2, 3), np.float32),
-            None if t is None else (np.stack(out_t) if out_t else np.zeros((0, t.shape[1]), np.float32)))
+            (weights @ q).astype(np.float32) if n_groups else np.zeros((0, q.shape[1]), np.float32),
+            fused_boxes.astype(np.float32) if n_groups else np.zeros((0, 2, 3), np.float32),
+            None if t is None else ((weights @ t).astype(np.float32) if n_groups
+                                    else np.zeros((0, t.shape[1]), np.float32)))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -191,10 +191,13 @@ class InstanceMap:
         conf = np.ones(n, np.float32) if conf is None else np.asarray(conf, np.float32).reshape(-1)
         if conf.shape != (n,):
             raise ValueError(f"confidences must have {n} entries, got {conf.shape}")
-        finite = np.isfinite(points).all(axis=1) & np.isfinite(conf)
+        ok = np.isfinite(points)
+        finite = ok[:, 0] & ok[:, 1] & ok[:, 2] & np.isfinite(conf)  # faster than .all(axis=1) on Nx3
         if not finite.all():
             points, colors, ids, conf = points[finite], colors[finite], ids[finite], conf[finite]
-        return points, colors.astype(np.float32), ids.astype(np.int64), conf
+        if colors.dtype != np.uint8:  # bincount takes uint8 weights as they are
+            colors = colors.astype(np.float32)
+        return points, colors, ids.astype(np.int64, copy=False), conf
 
     def _slots_for(self, keys: np.ndarray) -> np.ndarray:
         """Slot of every point's key, creating slots for keys not seen before."""

@@ -300,7 +300,8 @@ class QueryIndexMemory:
         points_world = np.asarray(points_world)
         if points_world.shape[0] != instance_ids.shape[0]:
             raise ValueError(f"{points_world.shape[0]} points but {instance_ids.shape[0]} ids")
-        keep = (instance_ids != 0) & np.isfinite(points_world).all(axis=1)
+        finite = np.isfinite(points_world)
+        keep = (instance_ids != 0) & finite[:, 0] & finite[:, 1] & finite[:, 2]
         if not keep.any():
             return
         ids = instance_ids[keep].astype(np.int64)
