@@ -71,9 +71,9 @@ class FrameInput:
     instance_ids: Optional[np.ndarray] = None
 
 
-def input_qos(reliability: str) -> QoSProfile:
-    """Sensor-data QoS (keep last 5, volatile) with the configured reliability."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, durability=DurabilityPolicy.VOLATILE,
+def input_qos(reliability: str, depth: int = 5) -> QoSProfile:
+    """Sensor-data QoS (keep last `depth`, volatile) with the configured reliability."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
                       reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                       else ReliabilityPolicy.BEST_EFFORT)
 
@@ -111,7 +111,6 @@ class MoonSeg3RNode(LifecycleNode):
         self._output_timers: list = []
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._output_group = MutuallyExclusiveCallbackGroup()
-        self._latest_k: Optional[np.ndarray] = None
         self._last_stamp_ns: Optional[int] = None
         self._cloud_dirty: Optional[Time] = None  # stamp of the newest map state not yet sent as a cloud
         self._last_map_stamp: Optional[Time] = None
@@ -263,14 +262,14 @@ class MoonSeg3RNode(LifecycleNode):
     def _needs(self) -> list[str]:
         needs = []
         if self.pipeline_config.geometry.source == "recorded":
-            needs += ["depth", "pose"]
+            needs += ["depth", "camera_info", "pose"]
         if self.pipeline_config.masks.source == "ground_truth":
             needs.append("instance_ids")
         return needs
 
     def _create_subscriptions(self) -> list:
         cfg, topics = self.config, self.config.topics
-        qos = input_qos(cfg.input_reliability)
+        qos = input_qos(cfg.input_reliability, cfg.input_depth)
         group = self._input_group
         subs = []
         if cfg.image_transport == "compressed":
@@ -329,12 +328,10 @@ class MoonSeg3RNode(LifecycleNode):
         self._side_input("instance_ids", msg.header.stamp, lambda: conv.instance_ids_msg_to_array(msg))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            self._latest_k = conv.camera_info_to_k(msg)
-        except conv.ConversionError as err:
-            self._bad_input("camera_info", err)
+        self._side_input("camera_info", msg.header.stamp, lambda: conv.camera_info_to_k(msg))
 
     def _side_input(self, stream: str, stamp: Time, convert) -> None:
+        self.counters[f"received.{stream}"] += 1
         if not self._active or self._pairing is None:
             return
         try:
@@ -352,12 +349,7 @@ class MoonSeg3RNode(LifecycleNode):
         frame.depth = entry.get("depth")
         frame.pose_c2w = entry.get("pose")
         frame.instance_ids = entry.get("instance_ids")
-        if "depth" in entry:
-            if self._latest_k is None:
-                self._bad_input("camera_info", conv.ConversionError(
-                    f"no camera_info received on '{self.resolve_topic_name(self.config.topics.camera_info)}' yet"))
-                return
-            frame.intrinsics = self._latest_k
+        frame.intrinsics = entry.get("camera_info")
         shapes = {k: v.shape[:2] for k, v in (("depth", frame.depth), ("instance_ids", frame.instance_ids))
                   if v is not None}
         for name, shape in shapes.items():

@@ -20,8 +20,9 @@ class TopicsConfig:
                                 "sensor_msgs/CompressedImage on '<image>/compressed').")
     depth: str = param("depth", "Depth image paired by stamp (32FC1 metres or 16UC1 mm); subscribed only with "
                                 "geometry.source 'recorded'.")
-    camera_info: str = param("camera_info", "sensor_msgs/CameraInfo giving K (latest message is used); "
-                                            "subscribed only with geometry.source 'recorded'.")
+    camera_info: str = param("camera_info", "sensor_msgs/CameraInfo giving K, paired by stamp (as image_transport "
+                                            "camera publishers send it); subscribed only with geometry.source "
+                                            "'recorded'.")
     pose: str = param("pose", "geometry_msgs/PoseStamped camera-optical-to-map pose paired by stamp; subscribed "
                               "only with geometry.source 'recorded'.")
     instance_ids: str = param("instance_ids", "Ground-truth instance id image (mono16/16UC1/32SC1) paired by "
@@ -68,6 +69,8 @@ class NodeConfig:
     image_transport: str = param("raw", "Input transport: 'raw' (sensor_msgs/Image) or 'compressed' "
                                         "(sensor_msgs/CompressedImage on '<topics.image>/compressed').",
                                  choices=("raw", "compressed"))
+    input_depth: int = param(5, "History depth of the input subscriptions (sensor-data QoS: 5); raise it when "
+                                "the executor may fall behind a burst of messages.", 1, 10_000)
     input_reliability: str = param("best_effort", "Reliability of the input subscriptions (sensor-data QoS).",
                                    choices=("best_effort", "reliable"))
     map_save_path: str = param("", "Default file for save_map/load_map; the map is saved there on shutdown "

@@ -31,7 +31,8 @@ import numpy as np
 def _local_dds() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or "LOCALHOST"
     if not os.environ.get("ROS_DOMAIN_ID"):
-        os.environ["ROS_DOMAIN_ID"] = str(os.getpid() % 90 + 10)
+        # 215..232 are valid domain ids that the test suites (pid % 90 + 10) never pick.
+        os.environ["ROS_DOMAIN_ID"] = str(215 + os.getpid() % 18)
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -86,7 +87,8 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 
     params = {"geometry.source": "recorded", "masks.source": args.masks, "keyframe_interval": args.keyframe_interval,
               "queue_size": args.queue_size, "drop_policy": args.drop_policy, "input_reliability": "reliable",
-              "cloud.rate": args.cloud_rate, "diagnostics_rate": 2.0, "publish_debug_image": False}
+              "cloud.rate": args.cloud_rate, "diagnostics_rate": 2.0, "publish_debug_image": False,
+              "input_depth": args.input_depth}
     scene = generate_scene(SceneSpec(seed=args.seed, num_frames=args.frames, width=args.width, height=args.height,
                                      num_objects=6))
     frames = [scene.frames[i] for i in range(args.frames)]
@@ -143,6 +145,9 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "instance_maps_received": len(maps),
             "queue_drops": int(d.get("queue_drops", 0)),
             "pairing_drops": int(d.get("pairing_drops", 0)),
+            "bad_input": int(d.get("bad_input", 0)),
+            "skipped": int(d.get("skipped", 0)),
+            "stamps_not_increasing": int(d.get("stamps_not_increasing", 0)),
             "lost_in_transport": args.frames - int(d.get("images_received", 0)),
             "throughput_fps": round(processed / max(last_output - first_publish, 1e-9), 2),
             "latency_ms": _stats_ms(latencies),
@@ -178,18 +183,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--masks", default="ground_truth", choices=("ground_truth", "weight_free"))
     parser.add_argument("--queue-size", type=int, default=2)
     parser.add_argument("--drop-policy", default="latest", choices=("latest", "oldest"))
+    parser.add_argument("--input-depth", type=int, default=5, help="the node's input QoS history depth")
     parser.add_argument("--cloud-rate", type=float, default=1.0)
     parser.add_argument("--cloud-points", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on waiting for the node to finish")
     parser.add_argument("--skip-node", action="store_true", help="only measure the ROS-layer overhead")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--log-dir", help="keep the node's log and parameter file here (default: a temporary folder)")
     args = parser.parse_args(argv)
     _local_dds()
     figures: dict[str, Any] = {"domain_id": os.environ["ROS_DOMAIN_ID"], "cpu_threads": os.cpu_count()}
     if not args.skip_node:
-        with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
-            figures["end_to_end"] = run_node(args, Path(tmp))
+        if args.log_dir:
+            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+            figures["end_to_end"] = run_node(args, Path(args.log_dir))
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
+                figures["end_to_end"] = run_node(args, Path(tmp))
         e = figures["end_to_end"]
         lat = e["latency_ms"]
         print(f"end to end ({e['image']}, {e['frames']} frames at {e['rate_hz']} Hz, "
@@ -199,6 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"p95 {lat.get('p95')} max {lat.get('max')} (n={lat.get('count')})")
         print(f"  throughput {e['throughput_fps']} frames/s; received {e['images_received']}, processed "
               f"{e['frames_processed']}, queue drops {e['queue_drops']}, pairing drops {e['pairing_drops']}, "
+              f"bad input {e['bad_input']}, skipped {e['skipped']}, stamps not increasing {e['stamps_not_increasing']}, "
               f"lost in transport {e['lost_in_transport']}")
         print(f"  node peak RSS {e['node_peak_rss_mb']} MiB (GPU peak {e['node_gpu_peak_mb']} MiB); "
               f"{e['instances']} instances, {e['map_points']} map points")
