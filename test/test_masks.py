@@ -122,3 +122,45 @@ def test_sam_checkpoint_errors(tmp_path):
 
 def test_factory_default_is_weight_free():
     assert isinstance(make_mask_source(PipelineConfig(), torch.device("cpu")), WeightFreeMasks)
+
+
+def test_label_mask_sets_match_dense_masks():
+    """A MaskSet given as a label image gives the same results as the same masks as an NxHxW stack."""
+    from moonseg3r_ros.core.association import combine_groups, pool_masks_to_grid
+    from moonseg3r_ros.core.lifting import coverage_weights, mask_point_stats
+    from moonseg3r_ros.core.masks import masks_from_labels, select_masks
+    from moonseg3r_ros.core.pipeline import paint_labels
+    from moonseg3r_ros.core.types import MaskSet
+
+    rng = np.random.default_rng(3)
+    ids = np.kron(rng.integers(0, 9, (6, 8)), np.ones((8, 8), np.int64))  # 48x64, blocky ids 0..8
+    ids[rng.random(ids.shape) < 0.05] = 0
+    labelled = masks_from_labels(ids, min_area=1, max_masks=6)
+    assert labelled.labels is not None and len(labelled) == 6
+    dense = MaskSet(labelled.masks.copy(), labelled.scores.copy())
+    assert dense.labels is None and dense.masks.sum() == (labelled.labels > 0).sum()
+    points = rng.normal(size=(48, 64, 3)).astype(np.float32)
+    valid = rng.random((48, 64)) > 0.2
+    for stride in (1, 3):
+        for a, b in zip(mask_point_stats(labelled, points, valid, stride, 0.1),
+                        mask_point_stats(dense.masks, points, valid, stride, 0.1)):
+            np.testing.assert_array_equal(a, b)
+    centres = np.zeros((6, 2), np.float32)
+    for v in (None, valid):
+        np.testing.assert_array_equal(coverage_weights(labelled, 6, 8, 4, centres, v),
+                                      coverage_weights(dense.masks, 6, 8, 4, centres, v))
+    for grid in ((6, 8), (5, 7)):  # divisible (bincount) and general (box filter) cases
+        np.testing.assert_allclose(pool_masks_to_grid(labelled, *grid), pool_masks_to_grid(dense.masks, *grid),
+                                   atol=1e-6)
+    groups = [np.array([0, 2]), np.array([1]), np.array([3, 4, 5])]
+    queries = rng.normal(size=(6, 4)).astype(np.float32)
+    boxes = np.sort(rng.normal(size=(6, 2, 3)), axis=1).astype(np.float32)
+    fused_l = combine_groups(groups, labelled, queries, boxes, queries)
+    fused_d = combine_groups(groups, dense.masks, queries, boxes, queries)
+    np.testing.assert_array_equal(fused_l[0].masks, fused_d[0])
+    for a, b in zip(fused_l[1:], fused_d[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    map_ids = np.array([11, 12, 13, 14, 15, 16])
+    np.testing.assert_array_equal(paint_labels(labelled, map_ids, valid), paint_labels(dense.masks, map_ids, valid))
+    keep = np.array([True, False, True, True, False, True])
+    np.testing.assert_array_equal(select_masks(labelled, keep).masks, dense.masks[keep])

@@ -18,6 +18,7 @@ patch coverage is estimated with `coverage_samples`^2 samples per patch; everyth
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -56,7 +57,12 @@ def grouped_percentile(values: np.ndarray, group: np.ndarray, starts: np.ndarray
                        q) -> np.ndarray:
     """Per-group q-quantile (lower) of values (q a float or a sequence: then one row per q); `group` are the
     group indices with the given starts/counts of the groups in ascending group order. One sort for all q."""
-    ordered = values[np.lexsort((values, group))]
+    if group.size and 0 <= group.min() and group.max() < 32768:
+        # sort by value, then a stable (radix) sort of the int16 groups: same order as lexsort, 2-3x faster
+        by_value = np.argsort(values)
+        ordered = values[by_value[np.argsort(group.astype(np.int16)[by_value], kind="stable")]]
+    else:
+        ordered = values[np.lexsort((values, group))]
     qs = np.atleast_1d(np.asarray(q, np.float64))
     out = np.stack([ordered[starts + np.floor(qk * (counts - 1)).astype(np.int64)] for qk in qs])
     return out if np.ndim(q) else out[0]
@@ -102,14 +108,12 @@ def coverage_weights(masks, grid_h: int, grid_w: int, samples: int, fallback_pix
     masks = as_mask_set(masks)
     n = len(masks)
     height, width = masks.shape
-    rows = ((np.arange(grid_h * samples) + 0.5) * height / (grid_h * samples)).astype(np.int64)
-    cols = ((np.arange(grid_w * samples) + 0.5) * width / (grid_w * samples)).astype(np.int64)
+    rows, cols, pixel, cell = _sample_points(height, width, grid_h, grid_w, samples)
     cells = grid_h * grid_w
     if masks.labels is not None:  # one pass over the sample points: bincount of (mask, cell) pairs
-        sampled = masks.labels[rows[:, None], cols[None, :]].astype(np.int64)
+        sampled = masks.labels.reshape(-1).take(pixel).astype(np.int64)
         if valid is not None:
-            sampled = np.where(valid[rows[:, None], cols[None, :]], sampled, 0)
-        cell = ((np.arange(rows.size) // samples)[:, None] * grid_w + np.arange(cols.size)[None, :] // samples)
+            sampled[~valid.reshape(-1).take(pixel)] = 0
         hit = sampled > 0
         weights = np.bincount((sampled[hit] - 1) * cells + cell[hit], minlength=n * cells)
         weights = weights.reshape(n, cells).astype(np.float32)
@@ -125,6 +129,19 @@ def coverage_weights(masks, grid_h: int, grid_w: int, samples: int, fallback_pix
         weights[empty, cell_r * grid_w + cell_c] = 1.0
         total[empty] = 1.0
     return weights / total[:, None]
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_points(height: int, width: int, grid_h: int, grid_w: int, samples: int):
+    """Coverage sample points: (rows, cols) of the samples^2 points per cell, and for every sample point (row
+    major over the (grid_h*samples) x (grid_w*samples) sample grid) its flat pixel index and its cell index."""
+    rows = ((np.arange(grid_h * samples) + 0.5) * height / (grid_h * samples)).astype(np.int64)
+    cols = ((np.arange(grid_w * samples) + 0.5) * width / (grid_w * samples)).astype(np.int64)
+    pixel = (rows[:, None] * width + cols[None, :]).reshape(-1)
+    cell = ((np.arange(rows.size) // samples)[:, None] * grid_w + np.arange(cols.size)[None, :] // samples).reshape(-1)
+    for array in (rows, cols, pixel, cell):
+        array.setflags(write=False)
+    return rows, cols, pixel, cell
 
 
 class QueryLifter(nn.Module):

@@ -81,6 +81,7 @@ def _run_keyframes(scene, rng, repeats: int, run_untrained: bool = False) -> dic
     pipe.close()
     out = {name: np.asarray(v) for name, v in timings.items()}
     out["_info"] = info  # type: ignore[assignment]
+    out["_points"], out["_instances"] = len(pipe.instance_map), len(pipe.bank)  # type: ignore[assignment]
     return out
 
 
@@ -105,15 +106,27 @@ def keyframe_benchmark(repeats: int, seed: int) -> None:
           f"{np.median(untrained['refinement']):.1f} ms")
 
 
+def scene_for(num_objects: int, map_points: int, rng: np.random.Generator, voxel: float = 0.02,
+              side: float = 0.3):
+    """A bench_map scene whose fused map has about `map_points` voxels (floor + num_objects cubes)."""
+    per_object = 6 * int(round(side / voxel)) ** 2  # surface voxels of one cube
+    floor = max(map_points - num_objects * per_object, 10_000)
+    room = max(float(np.sqrt(floor)) * voxel, 2 * side + 0.5)
+    return make_scene(rng, num_objects=num_objects, room=room, side=side)
+
+
 def growth_benchmark(repeats: int, seed: int) -> None:
-    print("growth with map size (instances / map points):")
-    for num_objects, room in ((100, 5.0), (500, 10.0), (1000, 14.0)):
+    """Two sweeps: instances 50/200/500 at ~1M map points, map points 100k/500k/1M at 50 instances."""
+    print("growth (median ms per stage; 100 masks each):")
+    header = "  ".join(f"{n:>11s}" for n in NON_NETWORK)
+    print(f"  {'instances':>9s} {'map points':>10s}  {header}  {'sum':>6s}")
+    for num_objects, map_points in ((50, 1_000_000), (200, 1_000_000), (500, 1_000_000),
+                                    (50, 100_000), (50, 500_000)):
         rng = np.random.default_rng(seed)
-        scene = make_scene(rng, num_objects=num_objects, room=room)
-        t = _run_keyframes(scene, rng, repeats)
-        stages = "  ".join(f"{n} {np.median(t[n]):.1f}" for n in NON_NETWORK)
+        t = _run_keyframes(scene_for(num_objects, map_points, rng), rng, repeats)
+        stages = "  ".join(f"{np.median(t[n]):11.2f}" for n in NON_NETWORK)
         total = sum(float(np.median(t[n])) for n in NON_NETWORK)
-        print(f"  {t['_info']}: {stages}  -> {total:.1f} ms")
+        print(f"  {t['_instances']:9d} {t['_points']:10,d}  {stages}  {total:6.1f}")
 
 
 def stream_benchmark(frames: int, seed: int, views: int = 60, report_every: int = 500) -> None:
