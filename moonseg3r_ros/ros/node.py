@@ -180,8 +180,8 @@ class MoonSeg3RNode(LifecycleNode):
         self._start_timers()
         self._active = True
         self._worker.resume()
-        self.get_logger().info(f"active: listening on '{self.resolve_topic_name(topics.image)}'"
-                               f"{' (compressed)' if cfg.image_transport == 'compressed' else ''}")
+        suffix = "/compressed" if cfg.image_transport == "compressed" else ""
+        self.get_logger().info(f"active: listening on '{self.resolve_topic_name(topics.image)}{suffix}'")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -273,7 +273,9 @@ class MoonSeg3RNode(LifecycleNode):
         group = self._input_group
         subs = []
         if cfg.image_transport == "compressed":
-            subs.append(self.create_subscription(CompressedImage, f"{topics.image}/compressed",
+            # Like image_transport: remap the base topic, then append the transport's suffix.
+            base = self.resolve_topic_name(topics.image)
+            subs.append(self.create_subscription(CompressedImage, f"{base}/compressed",
                                                  self._on_compressed_image, qos, callback_group=group))
         else:
             subs.append(self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group))

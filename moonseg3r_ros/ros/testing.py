@@ -287,7 +287,7 @@ class TestClient:
             self.publisher("instance_ids", Image, f"{p}/instance_ids")
 
     def publish_frame(self, frame, stamp=None, encoding: str = "rgb8", map_frame: str = "map",
-                      image_msg=None) -> None:
+                      image_msg=None, image_key: str = "image") -> None:
         """Publish a core `Frame` as the synthetic bag writer does: side inputs first, then the image."""
         from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import CameraInfo
@@ -314,7 +314,7 @@ class TestClient:
         if image_msg is None:
             pixels = frame.image if encoding == "rgb8" else np.ascontiguousarray(frame.image[..., ::-1])
             image_msg = conv.array_to_image_msg(pixels, encoding, stamp, "camera_optical")
-        self._publishers["image"].publish(image_msg)
+        self._publishers[image_key].publish(image_msg)
 
     def feed(self, frames, start_stamp: float, period: float = 0.1, ground_truth: bool = True) -> None:
         """Publish frames (with all side inputs) at stamps start_stamp + i * period, once subscribed."""
