@@ -34,6 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .config import AssociationConfig
+from .lifting import grouped_percentile
 from .types import MaskSet
 
 
@@ -151,16 +152,22 @@ def label_boxes(points, labels, percentile: float = 0.02, padding: float = 0.0,
     pts, labels = pts[keep], labels[keep]
     if labels.size == 0:
         return {}
-    ids, counts = np.unique(labels, return_counts=True)
+    if labels.min() > 0 and labels.max() < 1 << 24:  # small positive ids: counting instead of sorting
+        per_id = np.bincount(labels)
+        ids = np.flatnonzero(per_id)
+        counts = per_id[ids]
+        rank = np.zeros(per_id.size, np.int64)
+        rank[ids] = np.arange(ids.size)
+        group = rank[labels]
+    else:
+        ids, counts = np.unique(labels, return_counts=True)
+        group = np.searchsorted(ids, labels)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
-    group = np.searchsorted(ids, labels)
-    lo_index = starts + np.floor(percentile * (counts - 1)).astype(np.int64)
-    hi_index = starts + np.floor((1.0 - percentile) * (counts - 1)).astype(np.int64)
     boxes = np.zeros((ids.size, 2, 3), np.float64)
-    for axis in range(3):
-        ordered = pts[np.lexsort((pts[:, axis], group)), axis]
-        boxes[:, 0, axis] = ordered[lo_index] - padding
-        boxes[:, 1, axis] = ordered[hi_index] + padding
+    for axis in range(3):  # lower quantiles, one sort per axis (same values as a lexsort by (group, value))
+        boxes[:, :, axis] = grouped_percentile(pts[:, axis], group, starts, counts, (percentile, 1.0 - percentile)).T
+    boxes[:, 0] -= padding
+    boxes[:, 1] += padding
     return {int(i): boxes[k].astype(np.float32) for k, i in enumerate(ids) if counts[k] >= min_points}
 
 

@@ -371,12 +371,12 @@ class QueryIndexMemory:
         if depth_map is not None and np.shape(depth_map) != (height, width):
             raise ValueError(f"depth_map must be {height}x{width}, got {np.shape(depth_map)}")
         u, v, z = project_points(self._centres[: self._n], pose_c2w, intrinsics)
-        col = np.floor(u + 0.5)
-        row = np.floor(v + 0.5)
-        vis = (z > self.near) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        u += 0.5  # floor(u + 0.5) is the pixel column; floor(x) in [0, W) <=> x in [0, W): no floor on every cell
+        v += 0.5
+        vis = (z > self.near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
         vis &= self._ids[: self._n] != 0
         idx = np.flatnonzero(vis)
-        col, row, z = col[idx].astype(np.int64), row[idx].astype(np.int64), z[idx]
+        col, row, z = np.floor(u[idx]).astype(np.int64), np.floor(v[idx]).astype(np.int64), z[idx]
         if depth_map is not None:
             observed = np.asarray(depth_map)[row, col]
             bad = ~np.isfinite(observed) | (observed <= 0)
