@@ -152,10 +152,13 @@ class VoxelHash:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """N int64 keys -> N int64 slots (-1 where absent)."""
         keys = np.ascontiguousarray(keys, np.int64)
-        out = np.full(keys.size, -1, np.int64)
-        pending = np.arange(keys.size)
-        pos = self._hash(keys)
         mask = (1 << self._bits) - 1
+        pos = self._hash(keys)
+        rows = self._table.take(pos, axis=0)  # first probe for every key, without the pending indirection
+        hit = rows[:, 0] == keys
+        out = np.where(hit, rows[:, 1], -1)
+        pending = np.flatnonzero(~hit & (rows[:, 0] != self._EMPTY))
+        pos = (pos[pending] + 1) & mask
         while pending.size:
             rows = self._table.take(pos, axis=0)  # take: far faster than 2-D fancy indexing
             hit = rows[:, 0] == keys[pending]
