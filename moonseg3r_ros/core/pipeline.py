@@ -497,7 +497,12 @@ def numpy_blas_limiter(threads: int = 1):
     except ImportError:
         logging.getLogger("moonseg3r").warning("threadpoolctl not installed: numpy BLAS threads not limited")
         return contextlib.nullcontext
-    selected = ThreadpoolController().select(internal_api="openblas")
+    controller = ThreadpoolController()
+    prefixes = sorted({lib.prefix for lib in controller.lib_controllers if lib.internal_api == "openblas"
+                       and ("numpy" in lib.filepath or "scipy" in lib.filepath)})  # not a BLAS torch brings
+    if not prefixes:
+        return contextlib.nullcontext
+    selected = controller.select(prefix=prefixes)
     return lambda: selected.limit(limits=threads)
 
 
