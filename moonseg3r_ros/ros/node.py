@@ -109,7 +109,11 @@ class MoonSeg3RNode(LifecycleNode):
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
         self._output_timers: list = []
-        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._input_groups: list = []
+        self._submit_lock = threading.Lock()  # input streams call _submit from several executor threads
+        self._k_lock = threading.Lock()
+        self._k_by_stamp: "collections.OrderedDict[int, np.ndarray]" = collections.OrderedDict()
+        self._latest_k: Optional[np.ndarray] = None
         self._output_group = MutuallyExclusiveCallbackGroup()
         self._last_stamp_ns: Optional[int] = None
         self._cloud_dirty: Optional[Time] = None  # stamp of the newest map state not yet sent as a cloud
@@ -117,6 +121,7 @@ class MoonSeg3RNode(LifecycleNode):
         self._last_frame_index = -1
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._last_error_log: dict[tuple, float] = {}
+        self._counter_lock = threading.Lock()
         self._recent: collections.deque = collections.deque(maxlen=10_000)  # (done time, latency s, age s)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -217,7 +222,7 @@ class MoonSeg3RNode(LifecycleNode):
         if self._worker is not None:
             self._worker.pause()
         if self._queue is not None:
-            self.counters["discarded_on_deactivate"] += self._queue.clear()
+            self._count("discarded_on_deactivate", self._queue.clear())
         if self._pairing is not None:
             self._pairing.clear()
         self._destroy_io()
@@ -262,7 +267,7 @@ class MoonSeg3RNode(LifecycleNode):
     def _needs(self) -> list[str]:
         needs = []
         if self.pipeline_config.geometry.source == "recorded":
-            needs += ["depth", "camera_info", "pose"]
+            needs += ["depth", "pose"]
         if self.pipeline_config.masks.source == "ground_truth":
             needs.append("instance_ids")
         return needs
@@ -270,7 +275,10 @@ class MoonSeg3RNode(LifecycleNode):
     def _create_subscriptions(self) -> list:
         cfg, topics = self.config, self.config.topics
         qos = input_qos(cfg.input_reliability, cfg.input_depth)
-        group = self._input_group
+        # One mutually exclusive group per input stream: streams never wait for one another (a starved
+        # stream would lose messages and fail pairing), and each stream's callbacks stay in order.
+        self._input_groups = [MutuallyExclusiveCallbackGroup() for _ in range(5)]
+        group = self._input_groups[0]
         subs = []
         if cfg.image_transport == "compressed":
             # Like image_transport: remap the base topic, then append the transport's suffix.
@@ -282,14 +290,18 @@ class MoonSeg3RNode(LifecycleNode):
         needs = self._needs()
         if self._pairing is not None:
             self._pairing.capacity = cfg.sync.buffer_size
+        if self._queue is not None:  # queue settings may have changed while inactive
+            self._queue.capacity, self._queue.drop_policy = cfg.queue_size, cfg.drop_policy
         if "depth" in needs:
-            subs.append(self.create_subscription(Image, topics.depth, self._on_depth, qos, callback_group=group))
+            subs.append(self.create_subscription(Image, topics.depth, self._on_depth, qos,
+                                                 callback_group=self._input_groups[1]))
             subs.append(self.create_subscription(CameraInfo, topics.camera_info, self._on_camera_info, qos,
-                                                 callback_group=group))
-            subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, qos, callback_group=group))
+                                                 callback_group=self._input_groups[2]))
+            subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, qos,
+                                                 callback_group=self._input_groups[3]))
         if "instance_ids" in needs:
             subs.append(self.create_subscription(Image, topics.instance_ids, self._on_instance_ids, qos,
-                                                 callback_group=group))
+                                                 callback_group=self._input_groups[4]))
         return subs
 
     def _on_image(self, msg: Image) -> None:
@@ -300,7 +312,7 @@ class MoonSeg3RNode(LifecycleNode):
 
     def _accept_image(self, stamp: Time, convert) -> None:
         received = time.monotonic()
-        self.counters["images_received"] += 1
+        self._count("images_received", 1)
         if not self._active:
             return
         try:
@@ -330,10 +342,25 @@ class MoonSeg3RNode(LifecycleNode):
         self._side_input("instance_ids", msg.header.stamp, lambda: conv.instance_ids_msg_to_array(msg))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._side_input("camera_info", msg.header.stamp, lambda: conv.camera_info_to_k(msg))
+        """K by stamp (image_transport camera publishers stamp it like the image), else the latest K."""
+        self._count("received.camera_info")
+        try:
+            k = conv.camera_info_to_k(msg)
+        except conv.ConversionError as err:
+            self._bad_input("camera_info", err)
+            return
+        with self._k_lock:
+            self._k_by_stamp[conv.stamp_to_ns(msg.header.stamp)] = k
+            while len(self._k_by_stamp) > max(self.config.sync.buffer_size, 1):
+                self._k_by_stamp.popitem(last=False)
+            self._latest_k = k
+
+    def _intrinsics_for(self, stamp_ns: int) -> Optional[np.ndarray]:
+        with self._k_lock:
+            return self._k_by_stamp.get(stamp_ns, self._latest_k)
 
     def _side_input(self, stream: str, stamp: Time, convert) -> None:
-        self.counters[f"received.{stream}"] += 1
+        self._count(f"received.{stream}", 1)
         if not self._active or self._pairing is None:
             return
         try:
@@ -351,7 +378,12 @@ class MoonSeg3RNode(LifecycleNode):
         frame.depth = entry.get("depth")
         frame.pose_c2w = entry.get("pose")
         frame.instance_ids = entry.get("instance_ids")
-        frame.intrinsics = entry.get("camera_info")
+        if "depth" in entry:
+            frame.intrinsics = self._intrinsics_for(frame.stamp_ns)
+            if frame.intrinsics is None:
+                self._bad_input("camera_info", conv.ConversionError(
+                    f"no camera_info received on '{self.resolve_topic_name(self.config.topics.camera_info)}' yet"))
+                return
         shapes = {k: v.shape[:2] for k, v in (("depth", frame.depth), ("instance_ids", frame.instance_ids))
                   if v is not None}
         for name, shape in shapes.items():
@@ -367,25 +399,31 @@ class MoonSeg3RNode(LifecycleNode):
         last = self._last_stamp_ns
         if last is None or stamp_ns > last:
             return True
-        self.counters["stamps_not_increasing"] += 1
+        self._count("stamps_not_increasing", 1)
         self.get_logger().warning(
             f"dropped a frame whose stamp {stamp_ns / 1e9:.6f} s does not follow the previous one "
             f"({last / 1e9:.6f} s); call ~/reset_map when a new sequence starts", throttle_duration_sec=2.0)
         return False
 
     def _submit(self, frame: FrameInput) -> None:
-        if not self._stamp_follows(frame.stamp_ns):
-            return
-        self._last_stamp_ns = frame.stamp_ns
-        queue = self._queue
-        if queue is None:
-            return
-        if queue.put(frame) is not None:
-            self.counters["queue_drops"] += 1
+        with self._submit_lock:
+            if not self._stamp_follows(frame.stamp_ns):
+                return
+            self._last_stamp_ns = frame.stamp_ns
+            queue = self._queue
+            if queue is None:
+                return
+            if queue.put(frame) is not None:
+                self._count("queue_drops", 1)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        """Add to a diagnostics counter (callbacks of several threads count)."""
+        with self._counter_lock:
+            self.counters[key] += n
 
     def _bad_input(self, stream: str, err: Exception) -> None:
-        self.counters["bad_input"] += 1
-        self.counters[f"bad_input.{stream}"] += 1
+        self._count("bad_input", 1)
+        self._count(f"bad_input.{stream}", 1)
         # Throttled per kind of problem (its first words), so that different problems are all reported.
         key = (stream, " ".join(str(err).split()[:3]))
         now = time.monotonic()
@@ -402,18 +440,17 @@ class MoonSeg3RNode(LifecycleNode):
             result = pipeline.step(frame.rgb, frame.stamp_ns / 1e9, depth=frame.depth, intrinsics=frame.intrinsics,
                                    pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
             if result.skipped:
-                self.counters["skipped"] += 1
-                self.counters[f"skipped.{result.skipped_reason}"] += 1
+                self._count("skipped", 1)
                 self.get_logger().warning(f"frame {frame.stamp_ns / 1e9:.6f} s skipped: {result.skipped_reason}",
                                           throttle_duration_sec=2.0)
                 return
             self._last_frame_index = int(result.frame_index)
             keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if result.is_keyframe else None
-        self.counters["frames_processed"] += 1
+        self._count("frames_processed", 1)
         if result.pose_c2w is not None:
             self._publish("tf", self._tf_message(result.pose_c2w, frame.stamp))
         if keyframe_msgs is not None:
-            self.counters["keyframes"] += 1
+            self._count("keyframes", 1)
             instance_map_msg, markers, colors = keyframe_msgs
             self._publish("instance_map", instance_map_msg)
             if self.config.publish_markers:
@@ -447,7 +484,7 @@ class MoonSeg3RNode(LifecycleNode):
         self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self.config.frames.camera))
 
     def _on_worker_error(self, frame: FrameInput, err: BaseException) -> None:
-        self.counters["processing_errors"] += 1
+        self._count("processing_errors", 1)
         self.get_logger().error(f"processing the frame at {frame.stamp_ns / 1e9:.6f} s failed: "
                                 f"{type(err).__name__}: {err}", throttle_duration_sec=2.0)
 
@@ -516,7 +553,7 @@ class MoonSeg3RNode(LifecycleNode):
             return
         xyz, rgb, ids = snapshot
         self._publish("cloud", conv.make_cloud_msg(xyz, rgb, ids, self.config.frames.map, stamp))
-        self.counters["clouds_published"] += 1
+        self._count("clouds_published", 1)
 
     def diagnostics_values(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -546,7 +583,9 @@ class MoonSeg3RNode(LifecycleNode):
         }
         if self._pairing is not None:
             values.update({f"pairing_drops.{k}": v for k, v in self._pairing.stats.dropped.items()})
-        values.update({k: v for k, v in sorted(self.counters.items())})
+        with self._counter_lock:
+            counters = dict(self.counters)
+        values.update(sorted(counters.items()))
         values.update({f"pipeline.{k}": v for k, v in sorted(pipeline_stats.items())
                        if isinstance(v, (int, float))})
         return values
@@ -618,7 +657,7 @@ class MoonSeg3RNode(LifecycleNode):
             self._last_stamp_ns = None
             self._last_frame_index = -1
         if self._queue is not None:
-            self.counters["discarded_on_reset"] += self._queue.clear()
+            self._count("discarded_on_reset", self._queue.clear())
         if self._pairing is not None:
             self._pairing.clear()
         self._after_map_change()
@@ -825,7 +864,7 @@ def main(args: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = MoonSeg3RNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=8)  # 5 input streams, outputs, services
     executor.add_node(node)
     spinner = threading.Thread(target=_spin, args=(executor, stop), name="moonseg3r-executor", daemon=True)
     spinner.start()

@@ -20,9 +20,8 @@ class TopicsConfig:
                                 "sensor_msgs/CompressedImage on '<image>/compressed').")
     depth: str = param("depth", "Depth image paired by stamp (32FC1 metres or 16UC1 mm); subscribed only with "
                                 "geometry.source 'recorded'.")
-    camera_info: str = param("camera_info", "sensor_msgs/CameraInfo giving K, paired by stamp (as image_transport "
-                                            "camera publishers send it); subscribed only with geometry.source "
-                                            "'recorded'.")
+    camera_info: str = param("camera_info", "sensor_msgs/CameraInfo giving K: the one with the image's stamp, else "
+                                            "the latest; subscribed only with geometry.source 'recorded'.")
     pose: str = param("pose", "geometry_msgs/PoseStamped camera-optical-to-map pose paired by stamp; subscribed "
                               "only with geometry.source 'recorded'.")
     instance_ids: str = param("instance_ids", "Ground-truth instance id image (mono16/16UC1/32SC1) paired by "
