@@ -115,3 +115,11 @@ def test_rviz_config_matches_the_node_defaults():
     assert "TF" in topics
     images = [d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
     assert images == ["/camera/image_raw", "/" + config.topics.debug_image]
+
+
+def test_docs_parameter_table_is_generated_from_the_configs():
+    """docs/node.md carries the generated table (regenerate: python -m moonseg3r_ros.ros.params --write)."""
+    text = params.DOC_PATH.read_text()
+    assert params.render_doc(text) == text
+    for name in params.all_specs():
+        assert f"| `{name}` |" in text
