@@ -295,14 +295,14 @@ class TestClient:
         from moonseg3r_ros.ros import conversions as conv
 
         stamp = stamp if stamp is not None else conv.seconds_to_stamp(frame.stamp)
+        if "depth" in self._publishers and frame.depth is not None:
+            self._publishers["depth"].publish(conv.array_to_image_msg(frame.depth.astype(np.float32), "32FC1", stamp))
         if "camera_info" in self._publishers and frame.intrinsics is not None:
             info = CameraInfo()
             info.header.stamp, info.header.frame_id = stamp, "camera_optical"
             info.height, info.width = frame.height, frame.width
             info.k = [float(v) for v in np.asarray(frame.intrinsics).reshape(-1)]
             self._publishers["camera_info"].publish(info)
-        if "depth" in self._publishers and frame.depth is not None:
-            self._publishers["depth"].publish(conv.array_to_image_msg(frame.depth.astype(np.float32), "32FC1", stamp))
         if "pose" in self._publishers and frame.pose_c2w is not None:
             pose = PoseStamped()
             pose.header.stamp, pose.header.frame_id = stamp, map_frame

@@ -156,6 +156,7 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "node_gpu_peak_mb": float(d.get("gpu_peak_memory_mb", 0.0)),
             "instances": int(d.get("instances", 0)),
             "map_points": int(d.get("map_points", 0)),
+            "node_diagnostics": d,
         })
     finally:
         client.close()
