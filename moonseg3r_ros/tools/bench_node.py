@@ -132,7 +132,8 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         client.spin_for(1.0)  # one more diagnostics message
         maps = client["instance_map"]
         latencies = [recv - published[conv.stamp_to_ns(m.header.stamp)]
-                     for m, recv in zip(maps.messages, maps.receive_times) if conv.stamp_to_ns(m.header.stamp) in published]
+                     for m, recv in zip(maps.messages, maps.receive_times)
+                     if conv.stamp_to_ns(m.header.stamp) in published]
         d = client.diagnostics()
         processed = int(d.get("frames_processed", 0))
         last_output = max(client["tf"].receive_times) if client["tf"].receive_times else time.time()
@@ -211,7 +212,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"p95 {lat.get('p95')} max {lat.get('max')} (n={lat.get('count')})")
         print(f"  throughput {e['throughput_fps']} frames/s; received {e['images_received']}, processed "
               f"{e['frames_processed']}, queue drops {e['queue_drops']}, pairing drops {e['pairing_drops']}, "
-              f"bad input {e['bad_input']}, skipped {e['skipped']}, stamps not increasing {e['stamps_not_increasing']}, "
+              f"bad input {e['bad_input']}, skipped {e['skipped']}, "
+              f"stamps not increasing {e['stamps_not_increasing']}, "
               f"lost in transport {e['lost_in_transport']}")
         print(f"  node peak RSS {e['node_peak_rss_mb']} MiB (GPU peak {e['node_gpu_peak_mb']} MiB); "
               f"{e['instances']} instances, {e['map_points']} map points")

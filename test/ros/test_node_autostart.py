@@ -13,7 +13,7 @@ from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros.testing import CAMERA_REMAPS, NodeProcess, TestClient
 
 BASE = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable", "cloud.rate": 0.0,
-        "queue_size": 100, "drop_policy": "oldest"}
+        "queue_size": 100, "drop_policy": "oldest", "input_depth": 50}
 
 
 @pytest.fixture(scope="module")

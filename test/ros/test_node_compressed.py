@@ -1,7 +1,6 @@
 """CompressedImage input (image_transport 'compressed': '<image>/compressed'), the cloud published by its
 rate timer, coloured by RGB and voxel-downsampled for transport, checked against the saved map."""
 import numpy as np
-import pytest
 from sensor_msgs.msg import CompressedImage
 
 from moonseg3r_ros.core.instance_map import InstanceMap
@@ -9,7 +8,7 @@ from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CONFIGURE, NodeProcess, TestClient
 
-PARAMS = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable",
+PARAMS = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable", "input_depth": 50,
           "queue_size": 100, "drop_policy": "oldest", "image_transport": "compressed",
           "cloud.rate": 2.0, "cloud.color_by": "rgb", "cloud.voxel_size": 0.05}
 NUM_FRAMES = 4

@@ -1,7 +1,6 @@
 """Bad input and faults against the running node process: wrong encoding, zero-size image, data length
 not matching step * height, stamps going backwards, a burst of 100 frames in about a second, and
 deactivation/re-activation mid-stream. After each: the node is alive, active, and its map intact."""
-import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 

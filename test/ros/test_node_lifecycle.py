@@ -6,7 +6,7 @@ from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
 from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CLEANUP, CONFIGURE, DEACTIVATE, NodeProcess, TestClient
 
 BASE = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable", "cloud.rate": 0.0,
-        "queue_size": 100, "drop_policy": "oldest"}
+        "queue_size": 100, "drop_policy": "oldest", "input_depth": 50}
 
 
 @pytest.fixture(scope="module")

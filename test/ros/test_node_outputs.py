@@ -1,7 +1,6 @@
 """The node in its own process, fed a generated scene (recorded geometry + ground-truth masks) by this
 process: TF, PointCloud2 (decoded field by field), InstanceMap, markers, debug image, diagnostics and the
 map services, all checked against the same pipeline run in-process on the same frames."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +9,11 @@ from moonseg3r_ros.core.config import from_flat
 from moonseg3r_ros.core.instance_map import InstanceMap
 from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
 from moonseg3r_ros.ros import conversions as conv
-from moonseg3r_ros.ros.testing import ACTIVATE, CONFIGURE, NodeProcess, TestClient
+from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CONFIGURE, NodeProcess, TestClient
 
 PIPELINE_PARAMS = {"geometry.source": "recorded", "masks.source": "ground_truth", "keyframe_interval": 2}
-NODE_PARAMS = {**PIPELINE_PARAMS, "input_reliability": "reliable", "cloud.rate": 0.0, "queue_size": 100,
-               "drop_policy": "oldest", "frames.camera": "camera_optical"}
-REMAPS = {"image": "/camera/image_raw", "depth": "/camera/depth/image_raw", "camera_info": "/camera/camera_info",
-          "pose": "/camera/pose", "instance_ids": "/camera/instance_ids"}
+NODE_PARAMS = {**PIPELINE_PARAMS, "input_reliability": "reliable", "input_depth": 50, "cloud.rate": 0.0,
+               "queue_size": 100, "drop_policy": "oldest", "frames.camera": "camera_optical"}
 NUM_FRAMES = 8
 STAMP_OFFSET = 1000.0
 
@@ -46,7 +43,7 @@ def reference(frames):
 def running(ros_context, tmp_path_factory, frames):
     """(client, node process) after all frames went through the node."""
     log_dir = tmp_path_factory.mktemp("node_outputs")
-    proc = NodeProcess("moonseg3r", NODE_PARAMS, REMAPS, log_dir).start()
+    proc = NodeProcess("moonseg3r", NODE_PARAMS, CAMERA_REMAPS, log_dir).start()
     client = TestClient(ros_context, "outputs_client")
     try:
         client.subscribe_outputs(debug_image="/debug_image")

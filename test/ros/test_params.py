@@ -1,6 +1,5 @@
 """Parameters declared from the typed configs, the YAML mirror of the defaults, runtime change classes."""
 import dataclasses
-import os
 
 import pytest
 import yaml
