@@ -119,6 +119,7 @@ class MoonSeg3RNode(LifecycleNode):
         self._cloud_dirty: Optional[Time] = None  # stamp of the newest map state not yet sent as a cloud
         self._last_map_stamp: Optional[Time] = None
         self._last_frame_index = -1
+        self._instance_count = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._last_error_log: dict[tuple, float] = {}
         self._counter_lock = threading.Lock()
@@ -255,6 +256,7 @@ class MoonSeg3RNode(LifecycleNode):
             del pipeline
         free_accelerator_memory()
         self._last_stamp_ns = None
+        self._instance_count = 0
 
     def save_on_exit(self) -> None:
         """Save the map to `map_save_path` (when set and a pipeline exists); called on shutdown."""
@@ -465,6 +467,7 @@ class MoonSeg3RNode(LifecycleNode):
 
     def _keyframe_messages(self, pipeline, frame: FrameInput, result):
         records = pipeline.instance_map.instances()
+        self._instance_count = len(records)
         stats = getattr(pipeline, "stats", {}) or {}
         msg = conv.instance_map_msg(records, self.config.frames.map, frame.stamp, result.frame_index,
                                     int(stats.get("keyframes", self.counters["keyframes"] + 1)),
@@ -563,7 +566,7 @@ class MoonSeg3RNode(LifecycleNode):
         latencies = [r[1] for r in recent]
         with self._lock:
             pipeline = self._pipeline
-            instances = len(pipeline.instance_map.instances()) if pipeline is not None else 0
+            instances = self._instance_count if pipeline is not None else 0  # as of the latest keyframe
             points = len(pipeline.instance_map) if pipeline is not None else 0
             pipeline_stats = dict(getattr(pipeline, "stats", {}) or {}) if pipeline is not None else {}
         values: dict[str, Any] = {
@@ -670,6 +673,7 @@ class MoonSeg3RNode(LifecycleNode):
             if self._pipeline is None:
                 return
             records = self._pipeline.instance_map.instances()
+            self._instance_count = len(records)
             stats = getattr(self._pipeline, "stats", {}) or {}
             msg = conv.instance_map_msg(records, self.config.frames.map, stamp, max(self._last_frame_index, 0),
                                         int(stats.get("keyframes", 0)), len(self._pipeline.instance_map),
