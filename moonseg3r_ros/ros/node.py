@@ -485,6 +485,7 @@ class MoonSeg3RNode(LifecycleNode):
             return
         overlay = mask_overlay(frame.rgb, result.instance_ids_2d, colors)
         self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self.config.frames.camera))
+        self._count("debug_images_published")
 
     def _on_worker_error(self, frame: FrameInput, err: BaseException) -> None:
         self._count("processing_errors", 1)

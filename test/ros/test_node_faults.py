@@ -129,6 +129,7 @@ def test_a_burst_of_100_frames_drops_old_frames_by_policy(node, frames):
     assert newest == conv.stamp_to_ns(conv.seconds_to_stamp(start + 0.01 * 99))
     assert client.set_parameters({"keyframe_interval": 2})[0].successful
     assert_alive_and_intact(client, proc, ids_before)
+    assert counter(client, "debug_images_published") == 0  # nobody subscribes to the overlay here
 
 
 def test_deactivate_and_reactivate_mid_stream_keeps_the_map(node, frames):

@@ -154,6 +154,7 @@ def test_markers_and_debug_image(running, reference):
     assert images and {conv.stamp_to_ns(m.header.stamp) for m in images} <= keyframe_stamps
     overlay = conv.image_msg_to_rgb(images[-1])
     assert overlay.shape == (120, 160, 3)
+    assert client.spin_until(lambda: client.diagnostics().get("debug_images_published") == str(len(images)), 30)
 
 
 def test_diagnostics_count_every_frame(running):
