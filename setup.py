@@ -34,6 +34,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={f"{PACKAGE}.ros": ["*.xml"]},  # the Fast DDS profile of the tools
     data_files=data_files,
     install_requires=["setuptools"],
     zip_safe=True,

@@ -4,6 +4,7 @@
 #   ROS_AUTOMATIC_DISCOVERY_RANGE  default LOCALHOST (nothing leaves the machine). On a robot that must
 #                                  talk to other hosts export SUBNET (the ROS default) BEFORE sourcing.
 #   ROS_DOMAIN_ID                  default 42 unless already set.
+#   FASTDDS_DEFAULT_PROFILES_FILE  moonseg3r_ros/ros/fastdds_profile.xml unless already set (even to "").
 if [ -n "${BASH_SOURCE:-}" ]; then _ms3r_here="${BASH_SOURCE[0]}"; elif [ -n "${ZSH_VERSION:-}" ]; then _ms3r_here="${(%):-%x}"; else _ms3r_here="$0"; fi
 _ms3r_root="$(cd "$(dirname "$_ms3r_here")/.." && pwd)"
 if [ ! -x "$_ms3r_root/.venv/bin/python" ]; then
@@ -25,5 +26,7 @@ else
   fi
   export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
   export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}"
+  # Short reliable-writer heartbeat (see the file); an explicitly empty value opts out.
+  export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE-$_ms3r_root/moonseg3r_ros/ros/fastdds_profile.xml}"
 fi
 unset _ms3r_here _ms3r_root

@@ -5,6 +5,7 @@ in-process nodes and every child process (which inherits os.environ) use them.
 - ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST always: tests never send discovery traffic off the machine.
 - ROS_DOMAIN_ID: kept when already set (make test / .ci/run choose one), otherwise picked from the pid
   so that parallel pytest runs on one machine do not see each other's nodes.
+- FASTDDS_DEFAULT_PROFILES_FILE: moonseg3r_ros/ros/fastdds_profile.xml unless already set.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ if not os.environ.get("ROS_DOMAIN_ID"):
     os.environ["ROS_DOMAIN_ID"] = str(os.getpid() % 90 + 10)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Short heartbeat so that large frames lost in a burst are repaired in 100 ms, not 3 s (see the file).
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "moonseg3r_ros/ros/fastdds_profile.xml"))
 
 
 @pytest.fixture

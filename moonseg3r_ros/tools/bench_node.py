@@ -27,12 +27,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from moonseg3r_ros.ros.dds import confine_dds
+
 
 def _local_dds() -> None:
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or "LOCALHOST"
-    if not os.environ.get("ROS_DOMAIN_ID"):
-        # 215..232 are valid domain ids that the test suites (pid % 90 + 10) never pick.
-        os.environ["ROS_DOMAIN_ID"] = str(215 + os.getpid() % 18)
+    # 215..232 are valid domain ids that the test suites (pid % 90 + 10) never pick.
+    confine_dds(lambda: 215 + os.getpid() % 18)
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -25,7 +25,8 @@ What happens:
    OUT/metrics.json.
 
 DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE defaults to LOCALHOST and an unset ROS_DOMAIN_ID
-is chosen at random; both are printed.
+is chosen at random; Fast DDS uses moonseg3r_ros/ros/fastdds_profile.xml unless FASTDDS_DEFAULT_PROFILES_FILE
+is set (see that file: it keeps large frames from stalling replays). All are printed.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
+
+from moonseg3r_ros.ros.dds import confine_dds
+from moonseg3r_ros.ros.dds import describe as describe_dds
 
 NODE_NAME = "moonseg3r"
 # Input topics (relative to the node's namespace): the same names `moonseg3r to-bag` writes.
@@ -69,18 +73,12 @@ class ReplayError(RuntimeError):
 
 
 def ensure_ros_environment(quiet: bool = False) -> tuple[str, str]:
-    """Keep DDS on this machine: LOCALHOST discovery and a domain id of our own when none is set."""
-    chosen = []
-    if not os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        chosen.append("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    if not os.environ.get("ROS_DOMAIN_ID"):
-        os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(10, 99))  # valid on Linux: 0..101
-        chosen.append("ROS_DOMAIN_ID")
+    """Keep DDS on this machine: LOCALHOST discovery, a domain id and the Fast DDS profile when unset."""
+    chosen = confine_dds()
     rng, domain = os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"], os.environ["ROS_DOMAIN_ID"]
     if not quiet:
         how = f" (chosen: {', '.join(chosen)})" if chosen else " (from the environment)"
-        print(f"ROS 2: ROS_AUTOMATIC_DISCOVERY_RANGE={rng} ROS_DOMAIN_ID={domain}{how}", flush=True)
+        print(f"ROS 2: {describe_dds()}{how}", flush=True)
     return rng, domain
 
 
