@@ -450,11 +450,14 @@ def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queri
 
     if len(frame_queries) == 0 or len(map_queries) == 0:
         return []
-    score = assoc.association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes)
+    iou = assoc.box_iou_matrix(frame_boxes, map_boxes)  # computed once: the score's term and iou_full below
+    score = assoc.cosine_matrix(frame_queries, map_queries) + iou  # = assoc.association_scores(...)
+    if frame_tokens is not None and map_tokens is not None:
+        score = score + assoc.cosine_matrix(frame_tokens, map_tokens)
     rows = [j for j, i in enumerate(map_ids.tolist()) if i in visible_boxes]
     if rows:
         part = np.stack([visible_boxes[int(map_ids[j])] for j in rows])
-        iou_full = assoc.box_iou_matrix(frame_boxes, map_boxes[rows])
+        iou_full = iou[:, rows]
         iou_part = assoc.box_iou_matrix(frame_boxes, part)
         score[:, rows] += np.maximum(iou_part - iou_full, 0.0)
     r, c = linear_sum_assignment(score, maximize=True)
