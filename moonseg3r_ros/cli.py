@@ -158,12 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MISSING_TOOL_HINTS = {
+    "moonseg3r_ros.tools.train": (
+        ": training the query decoder (spatial-semantic distillation) is not implemented in this release. "
+        "The pipeline runs with the documented identity refinement, or with decoder weights you pass in "
+        "the parameter refinement.weights."),
+}
+
+
 def _run_tool(module_name: str, argv: list[str]) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            print(f"moonseg3r: {module_name} is not available in this installation yet", file=sys.stderr)
+            print(f"moonseg3r: {module_name} is not available in this installation yet"
+                  f"{MISSING_TOOL_HINTS.get(module_name, '')}", file=sys.stderr)
             return 2
         raise
     if not hasattr(module, "main"):

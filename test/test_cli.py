@@ -87,3 +87,9 @@ def test_missing_tool_and_unknown_bench_exit_2(capsys):
     assert cli.main(["bench", "nosuch"]) == 2
     assert cli.main(["bench"]) == 2
     assert cli.main(["bench", "--help"]) == 0
+
+
+def test_train_says_plainly_that_it_is_not_implemented():
+    proc = run("train", check_rc=2)
+    assert "not implemented in this release" in proc.stderr
+    assert "refinement.weights" in proc.stderr
