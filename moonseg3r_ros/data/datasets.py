@@ -35,11 +35,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from moonseg3r_ros.core.types import Frame
+from moonseg3r_ros.data.lazy import LazyFrames
 from moonseg3r_ros.data.scannet_io import depth_from_png, read_labels, read_matrix, read_vertex_ply
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _read_K(path: Path) -> np.ndarray:
     return m[:3, :3].astype(np.float64)
 
 
-class RecordedSequence(Sequence[Frame]):
+class RecordedSequence(LazyFrames):
     """Base of the folder readers: a list of FrameFiles loaded lazily into Frames."""
 
     def __init__(self, root: Path, entries: list[FrameFiles], intrinsics: np.ndarray, fps: float,
@@ -125,18 +126,8 @@ class RecordedSequence(Sequence[Frame]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"frame {index} out of range (0..{len(self) - 1})")
+    def _frame(self, index: int) -> Frame:
         return self._load(self._entries[index])
-
-    def __iter__(self) -> Iterator[Frame]:
-        for i in range(len(self)):
-            yield self[i]
 
     def _load(self, entry: FrameFiles) -> Frame:
         image = _read_rgb(entry.color)

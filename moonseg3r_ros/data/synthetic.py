@@ -32,11 +32,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from moonseg3r_ros.core.types import Frame
+from moonseg3r_ros.data.lazy import LazyFrames
 
 SHAPES = ("box", "cylinder", "sphere")  # label_id = index + 1
 LIGHT_DIR = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
@@ -322,7 +323,7 @@ def _vertex_set(spec: SceneSpec, objects: list[SceneObject], rng: np.random.Gene
 # Scene
 
 
-class SyntheticFrames(Sequence[Frame]):
+class SyntheticFrames(LazyFrames):
     """Lazy, indexable sequence of rendered `Frame`s (each access renders; results are identical)."""
 
     def __init__(self, renderer: _Renderer, poses: np.ndarray, intrinsics: np.ndarray, fps: float):
@@ -331,20 +332,10 @@ class SyntheticFrames(Sequence[Frame]):
     def __len__(self) -> int:
         return len(self._poses)
 
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"frame {index} out of range (0..{len(self) - 1})")
+    def _frame(self, index: int) -> Frame:
         rgb, depth, ids = self._renderer.render(self._poses[index])
         return Frame(image=rgb, stamp=index / self._fps, depth=depth, intrinsics=self._K.copy(),
                      pose_c2w=self._poses[index].copy(), instance_ids=ids, frame_index=index)
-
-    def __iter__(self) -> Iterator[Frame]:
-        for i in range(len(self)):
-            yield self[i]
 
 
 @dataclass
