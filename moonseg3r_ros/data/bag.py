@@ -256,6 +256,32 @@ def _to_frame(stamp_ns: int, pending: _Pending, index: int) -> Frame:
                  pose_c2w=pose, instance_ids=e.get("instance_ids"), frame_index=index)
 
 
+class _Pairing:
+    """Messages waiting for their stamp to complete; emits the completed stamps as numbered Frames."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, _Pending] = {}
+        self.index = 0  # frame_index of the next emitted Frame
+        self.dropped = 0  # stamps emitted without an image
+
+    def add(self, stamp: int, key: str, value) -> None:
+        entry = self.pending.setdefault(stamp, _Pending())
+        if key == "image":
+            entry.image = value
+        else:
+            entry.extras[key] = value
+
+    def emit(self, stamps: Iterable[int]) -> Iterator[Frame]:
+        """Remove `stamps` from pending in stamp order; yield a Frame for each one with an image."""
+        for stamp in sorted(stamps):
+            done = self.pending.pop(stamp)
+            if done.image is None:
+                self.dropped += 1
+                continue
+            yield _to_frame(stamp, done, self.index)
+            self.index += 1
+
+
 def read_bag(path) -> Iterator[Frame]:
     """Yield Frames from a rosbag2 folder (or its .db3/.mcap file), pairing topics by header stamp.
 
@@ -271,38 +297,21 @@ def read_bag(path) -> Iterator[Frame]:
         connections = [c for c in reader.connections if c.topic in TOPIC_TYPES]
         if not any(c.topic == IMAGE_TOPIC for c in connections):
             raise BagError(f"{path}: no {IMAGE_TOPIC} topic (topics: {sorted(c.topic for c in reader.connections)})")
-        pending: dict[int, _Pending] = {}
-        index, dropped = 0, 0
+        pairing = _Pairing()
         try:
             for conn, _t, raw in reader.messages(connections=connections):
                 msg = store.deserialize_cdr(raw, conn.msgtype)
                 stamp, key, value = _decode(conn.topic, msg)
                 if value is None:
                     continue
-                entry = pending.setdefault(stamp, _Pending())
-                if key == "image":
-                    entry.image = value
-                else:
-                    entry.extras[key] = value
-                for old in sorted(s for s in pending if s < stamp - PAIRING_WINDOW_NS):
-                    done = pending.pop(old)
-                    if done.image is None:
-                        dropped += 1
-                        continue
-                    yield _to_frame(old, done, index)
-                    index += 1
+                pairing.add(stamp, key, value)
+                yield from pairing.emit(s for s in pairing.pending if s < stamp - PAIRING_WINDOW_NS)
         except BagError:
             raise
         except Exception as e:
             raise BagError(f"corrupt bag {path}: {e}") from e
-        for old in sorted(pending):
-            done = pending.pop(old)
-            if done.image is None:
-                dropped += 1
-                continue
-            yield _to_frame(old, done, index)
-            index += 1
-        if dropped:
-            log.warning("%s: dropped %d stamp(s) with side messages but no image", path, dropped)
+        yield from pairing.emit(pairing.pending)
+        if pairing.dropped:
+            log.warning("%s: dropped %d stamp(s) with side messages but no image", path, pairing.dropped)
     finally:
         reader.close()
