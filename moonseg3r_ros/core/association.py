@@ -156,7 +156,9 @@ def label_boxes(points, labels, percentile: float = 0.02, padding: float = 0.0,
     The pipeline's visible-part box of a map instance: the current frame's valid points (on the lifter's
     statistics sub-grid) labelled by the memory cell they fall in -> the part of the instance seen now,
     measured exactly like the frame's mask boxes."""
-    pts = _numpy(points, np.float64).reshape(-1, 3)
+    pts = _numpy(points, None).reshape(-1, 3)
+    if pts.dtype != np.float32:  # float32 points stay float32 (exact; grouped_percentile's fast path)
+        pts = pts.astype(np.float64)
     labels = np.asarray(labels).reshape(-1)
     keep = labels != 0
     pts, labels = pts[keep], labels[keep]

@@ -57,14 +57,23 @@ def grouped_percentile(values: np.ndarray, group: np.ndarray, starts: np.ndarray
                        q) -> np.ndarray:
     """Per-group q-quantile (lower) of values (q a float or a sequence: then one row per q); `group` are the
     group indices with the given starts/counts of the groups in ascending group order. One sort for all q."""
-    if group.size and 0 <= group.min() and group.max() < 32768:
+    if values.dtype == np.float32 and group.size and 0 <= group.min() and group.max() < 1 << 31:
+        # float32 values: one sort of uint64 keys (group << 32 | order-preserving bits of the value) orders the
+        # values by (group, value) exactly as the lexsort does; ~1.5x faster than the two argsorts below
+        bits = values.view(np.uint32)
+        key = np.where(bits >= 0x80000000, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+        key |= group.astype(np.uint64) << np.uint64(32)
+        key.sort()
+        low = key.astype(np.uint32)  # the value's bits (low 32 bits)
+        ordered = np.where(low >= 0x80000000, low & np.uint32(0x7FFFFFFF), ~low).view(np.float32)
+    elif group.size and 0 <= group.min() and group.max() < 32768:
         # sort by value, then a stable (radix) sort of the int16 groups: same order as lexsort, 2-3x faster
         by_value = np.argsort(values)
         ordered = values[by_value[np.argsort(group.astype(np.int16)[by_value], kind="stable")]]
     else:
         ordered = values[np.lexsort((values, group))]
     qs = np.atleast_1d(np.asarray(q, np.float64))
-    out = np.stack([ordered[starts + np.floor(qk * (counts - 1)).astype(np.int64)] for qk in qs])
+    out = np.stack([ordered[starts + np.floor(qk * (counts - 1)).astype(np.int64)] for qk in qs]).astype(np.float64)
     return out if np.ndim(q) else out[0]
 
 
@@ -92,7 +101,9 @@ def mask_point_stats(masks, points_world: np.ndarray, valid: np.ndarray, stride:
     counts = np.bincount(index, minlength=n).astype(np.int64)
     present = np.flatnonzero(counts)
     if present.size:
-        pts = sub_points[rows, cols].astype(np.float64)
+        pts = sub_points[rows, cols]  # float32 points keep float32 (grouped_percentile's fast path; exact)
+        if pts.dtype != np.float32:
+            pts = pts.astype(np.float64)
         starts = np.r_[0, np.cumsum(counts)[:-1]][present]
         for axis in range(3):
             boxes[present, :, axis] = grouped_percentile(pts[:, axis], index, starts, counts[present],
