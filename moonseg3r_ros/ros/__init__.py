@@ -7,4 +7,5 @@ Modules:
     worker.py       bounded drop-policy frame queue + worker thread; stamp pairing of side inputs
     markers.py      visualization_msgs/MarkerArray (boxes + id labels) and the debug mask overlay
     node.py         the MoonSeg3R LifecycleNode and `main()` (installed as `moonseg3r_node`)
+    process.py      stop_process: signal a child process, wait, SIGKILL on timeout (ROS-free)
 """

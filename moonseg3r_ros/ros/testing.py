@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
+from moonseg3r_ros.ros.process import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALLED_NODE = REPO_ROOT / "install" / "moonseg3r_ros" / "lib" / "moonseg3r_ros" / "moonseg3r_node"
 
@@ -98,15 +100,9 @@ class NodeProcess:
         """Signal the node and wait; SIGKILL if it does not end in `timeout`. Returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = stop_process(self.proc, sig, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def peak_rss_bytes(self) -> int:
         """Peak resident memory of the process so far (VmHWM from /proc)."""

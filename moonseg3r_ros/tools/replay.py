@@ -48,6 +48,7 @@ import numpy as np
 
 from moonseg3r_ros.ros.dds import confine_dds
 from moonseg3r_ros.ros.dds import describe as describe_dds
+from moonseg3r_ros.ros.process import stop_process
 
 NODE_NAME = "moonseg3r"
 # Input topics (relative to the node's namespace): the same names `moonseg3r to-bag` writes.
@@ -237,15 +238,9 @@ class NodeProcess:
         return ReplayError(f"{what}: {state}{': ' + detail if detail else ''} (log: {self.log_path})")
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
-        if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = stop_process(self.proc, signal.SIGINT, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 # ----------------------------------------------------------------------------------------------------
