@@ -28,6 +28,10 @@ INSTALLED_NODE = REPO_ROOT / "install" / "moonseg3r_ros" / "lib" / "moonseg3r_ro
 CAMERA_REMAPS = {"image": "/camera/image_raw", "depth": "/camera/depth/image_raw", "camera_info": "/camera/camera_info",
                  "pose": "/camera/pose", "instance_ids": "/camera/instance_ids"}
 
+# Node parameters for fast runs on synthetic frames: ground-truth masks, reliable inputs, nothing dropped.
+GROUND_TRUTH_PARAMS = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable",
+                       "cloud.rate": 0.0, "queue_size": 100, "drop_policy": "oldest", "input_depth": 50}
+
 # lifecycle_msgs/Transition ids
 CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
 SHUTDOWN_FROM_UNCONFIGURED, SHUTDOWN_FROM_INACTIVE, SHUTDOWN_FROM_ACTIVE = 5, 6, 7

@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 rclpy = pytest.importorskip("rclpy")
 
+from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene  # noqa: E402
 from moonseg3r_ros.ros.testing import NodeProcess, TestClient  # noqa: E402
 
 
@@ -24,6 +25,13 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def small_frames():
+    """Four rendered 128x96 frames of a 4-object synthetic scene (seed 5)."""
+    scene = generate_scene(SceneSpec(seed=5, num_frames=4, width=128, height=96, num_objects=4))
+    return [scene.frames[i] for i in range(4)]
 
 
 @pytest.fixture

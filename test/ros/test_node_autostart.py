@@ -5,27 +5,16 @@ A module of its own: no other node named `moonseg3r` may be alive on the domain 
 import signal
 
 import numpy as np
-import pytest
 
 from moonseg3r_ros.core.instance_map import InstanceMap
-from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
 from moonseg3r_ros.ros import conversions as conv
-from moonseg3r_ros.ros.testing import CAMERA_REMAPS, NodeProcess, TestClient
-
-BASE = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable", "cloud.rate": 0.0,
-        "queue_size": 100, "drop_policy": "oldest", "input_depth": 50}
+from moonseg3r_ros.ros.testing import CAMERA_REMAPS, GROUND_TRUTH_PARAMS, NodeProcess, TestClient
 
 
-@pytest.fixture(scope="module")
-def frames():
-    scene = generate_scene(SceneSpec(seed=5, num_frames=4, width=128, height=96, num_objects=4))
-    return [scene.frames[i] for i in range(4)]
-
-
-def test_autostart_base_chain_and_map_saved_on_sigint(ros_context, tmp_path, frames):
+def test_autostart_base_chain_and_map_saved_on_sigint(ros_context, tmp_path, small_frames):
     map_path = tmp_path / "saved" / "map.npz"
     camera_to_base = [0.1, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5]  # optical frame of a forward-looking camera
-    params = {**BASE, "autostart": True, "map_save_path": str(map_path), "frames.base": "base_link",
+    params = {**GROUND_TRUTH_PARAMS, "autostart": True, "map_save_path": str(map_path), "frames.base": "base_link",
               "frames.odom": "odom", "camera_to_base": camera_to_base}
     proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, tmp_path).start()
     client = TestClient(ros_context, "autostart_client")
@@ -33,13 +22,13 @@ def test_autostart_base_chain_and_map_saved_on_sigint(ros_context, tmp_path, fra
         client.subscribe_outputs()
         assert client.spin_until(lambda: "moonseg3r" in client.node.get_node_names(), 60)
         assert client.spin_until(lambda: client.get_state() == "active", 120), proc.log()
-        client.feed(frames, 10.0)
-        assert client.spin_until(lambda: len(client["tf"]) >= len(frames) and len(client["instance_map"]) >= 2, 120)
+        client.feed(small_frames, 10.0)
+        assert client.spin_until(lambda: len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2, 120)
         static = client["tf_static"].last().transforms[0]
         assert (static.header.frame_id, static.child_frame_id) == ("base_link", "camera_optical")
         base_to_camera = conv.xyz_quat_to_matrix(camera_to_base)
         np.testing.assert_allclose(conv.transform_msg_to_matrix(static), base_to_camera, atol=1e-9)
-        for frame, msg in zip(frames, client["tf"].messages):
+        for frame, msg in zip(small_frames, client["tf"].messages):
             map_odom, odom_base = msg.transforms
             assert (map_odom.header.frame_id, map_odom.child_frame_id) == ("map", "odom")
             assert (odom_base.header.frame_id, odom_base.child_frame_id) == ("odom", "base_link")

@@ -2,23 +2,15 @@
 configure, many configure/cleanup cycles, runtime parameter rules."""
 import pytest
 
-from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
-from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CLEANUP, CONFIGURE, DEACTIVATE, NodeProcess, TestClient
-
-BASE = {"masks.source": "ground_truth", "keyframe_interval": 2, "input_reliability": "reliable", "cloud.rate": 0.0,
-        "queue_size": 100, "drop_policy": "oldest", "input_depth": 50}
-
-
-@pytest.fixture(scope="module")
-def frames():
-    scene = generate_scene(SceneSpec(seed=5, num_frames=4, width=128, height=96, num_objects=4))
-    return [scene.frames[i] for i in range(4)]
+from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CLEANUP, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
+                                      NodeProcess, TestClient)
 
 
 @pytest.fixture(scope="module")
 def missing_checkpoint_node(ros_context, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("lifecycle")
-    params = {**BASE, "geometry.source": "cut3r", "geometry.cut3r_checkpoint": "/nonexistent/cut3r_512_dpt_4_64.pth"}
+    params = {**GROUND_TRUTH_PARAMS, "geometry.source": "cut3r",
+              "geometry.cut3r_checkpoint": "/nonexistent/cut3r_512_dpt_4_64.pth"}
     proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, log_dir).start()
     client = TestClient(ros_context, "lifecycle_client")
     yield client, proc, log_dir
@@ -45,7 +37,7 @@ def test_missing_or_broken_checkpoint_fails_configure_cleanly(missing_checkpoint
     assert client.get_state() == "inactive"
 
 
-def test_many_configure_cleanup_cycles_keep_the_node_working(missing_checkpoint_node, frames):
+def test_many_configure_cleanup_cycles_keep_the_node_working(missing_checkpoint_node, small_frames):
     client, proc, _ = missing_checkpoint_node
     client.subscribe_outputs()
     assert client.get_state() == "inactive"
@@ -56,8 +48,8 @@ def test_many_configure_cleanup_cycles_keep_the_node_working(missing_checkpoint_
         assert client.get_state() == "unconfigured"
         assert client.change_state(CONFIGURE)
     assert client.change_state(ACTIVATE) and proc.alive()
-    client.feed(frames, 50.0)
-    assert client.spin_until(lambda: len(client["tf"]) >= len(frames) and len(client["instance_map"]) >= 2, 120), \
+    client.feed(small_frames, 50.0)
+    assert client.spin_until(lambda: len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2, 120), \
         proc.log()
     assert len(client["instance_map"].last().instances) >= 2
 
