@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from moonseg3r_ros.core import association as assoc
-from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.memory import QueryIndexMemory
-from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
-from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
+
+from synthetic_runs import run_orbit_scene  # test/synthetic_runs.py
 
 
 def test_label_boxes_are_percentile_boxes_like_the_lifter():
@@ -35,24 +34,7 @@ def test_memory_ids_at():
 
 
 def _assignments(seed, interval, box_overlap):
-    scene = generate_scene(SceneSpec(seed=seed, num_frames=40, width=320, height=240, num_objects=6,
-                                     orbit_degrees=120))
-    config = PipelineConfig()
-    config.device = "cpu"
-    config.masks.source = "ground_truth"
-    config.keyframe_interval = interval
-    config.association.box_overlap = box_overlap
-    pipe = MoonSeg3RPipeline(config)
-    assignments: dict[int, set] = {}
-    for frame in scene.frames:
-        result = pipe.step(frame.image, frame.stamp, depth=frame.depth, intrinsics=frame.intrinsics,
-                           pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
-        assert not result.skipped
-        if not result.is_keyframe:
-            continue
-        for object_id in np.unique(frame.instance_ids[frame.instance_ids > 0]):
-            values, counts = np.unique(result.instance_ids_2d[frame.instance_ids == object_id], return_counts=True)
-            assignments.setdefault(int(object_id), set()).add(int(values[counts.argmax()]))
+    _, pipe, assignments = run_orbit_scene(seed, interval, box_overlap)
     return assignments, pipe
 
 

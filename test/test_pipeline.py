@@ -6,6 +6,8 @@ import pytest
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline, paint_labels, visible_box_parts
 
+from synthetic_runs import run_orbit_scene  # test/synthetic_runs.py
+
 K = np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]])
 
 
@@ -153,25 +155,7 @@ def test_paint_labels_smallest_on_top_and_visible_parts():
 
 
 def test_end_to_end_synthetic_scene_stable_ids():
-    from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
-
-    scene = generate_scene(SceneSpec(seed=1, num_frames=40, width=320, height=240, num_objects=6,
-                                     orbit_degrees=120))
-    config = PipelineConfig()
-    config.device = "cpu"
-    config.masks.source = "ground_truth"
-    config.keyframe_interval = 2
-    pipe = MoonSeg3RPipeline(config)
-    assignments: dict[int, set] = {}
-    for frame in scene.frames:
-        result = pipe.step(frame.image, frame.stamp, depth=frame.depth, intrinsics=frame.intrinsics,
-                           pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
-        assert not result.skipped
-        if not result.is_keyframe:
-            continue
-        for object_id in np.unique(frame.instance_ids[frame.instance_ids > 0]):
-            values, counts = np.unique(result.instance_ids_2d[frame.instance_ids == object_id], return_counts=True)
-            assignments.setdefault(int(object_id), set()).add(int(values[counts.argmax()]))
+    scene, pipe, assignments = run_orbit_scene(seed=1, interval=2)
     assert pipe.stats["keyframes"] == 20
     # every visible object maps to exactly one map instance, the same at every keyframe, ids distinct
     assert all(len(ids) == 1 for ids in assignments.values()), assignments
