@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import rclpy
@@ -687,24 +687,18 @@ class MoonSeg3RNode(LifecycleNode):
         self.publish_cloud()
 
     def _on_save_map(self, request, response):
-        try:
-            response.success, response.message = self.save_map(request.path)
-        except Exception as err:  # always answer
-            response.success, response.message = False, f"{type(err).__name__}: {err}"
-        self._log_outcome(response.success, response.message)
-        return response
+        return self._answer(response, lambda: self.save_map(request.path))
 
     def _on_load_map(self, request, response):
-        try:
-            response.success, response.message = self.load_map(request.path)
-        except Exception as err:  # always answer
-            response.success, response.message = False, f"{type(err).__name__}: {err}"
-        self._log_outcome(response.success, response.message)
-        return response
+        return self._answer(response, lambda: self.load_map(request.path))
 
     def _on_reset_map(self, request, response):
+        return self._answer(response, self.reset_map)
+
+    def _answer(self, response, action: Callable[[], tuple[bool, str]]):
+        """Fill a success/message service response from `action`; an error becomes a failed answer. Logged."""
         try:
-            response.success, response.message = self.reset_map()
+            response.success, response.message = action()
         except Exception as err:  # always answer
             response.success, response.message = False, f"{type(err).__name__}: {err}"
         self._log_outcome(response.success, response.message)
