@@ -180,7 +180,9 @@ def label_boxes(points, labels, percentile: float = 0.02, padding: float = 0.0,
         boxes[:, :, axis] = grouped_percentile(pts[:, axis], group, starts, counts, (percentile, 1.0 - percentile)).T
     boxes[:, 0] -= padding
     boxes[:, 1] += padding
-    return {int(i): boxes[k].astype(np.float32) for k, i in enumerate(ids) if counts[k] >= min_points}
+    boxes = boxes.astype(np.float32)  # one cast; the dict holds read-only rows of it
+    boxes.setflags(write=False)
+    return {int(i): boxes[k] for k, i in enumerate(ids.tolist()) if counts[k] >= min_points}
 
 
 def box_gap_matrix(boxes_a, boxes_b) -> np.ndarray:

@@ -239,8 +239,16 @@ def project_points(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: n
     cam = (np.asarray(points_world, np.float64) - trans) @ rot  # R^T (p - t), row form
     z = cam[:, 2]
     safe = np.where(z > 0, z, 1.0)
-    u = k[0, 0] * cam[:, 0] / safe + k[0, 1] * cam[:, 1] / safe + k[0, 2]
-    v = k[1, 1] * cam[:, 1] / safe + k[1, 2]
+    # u = k00 x / safe + k01 y / safe + k02, v = k11 y / safe + k12, with in-place passes (same operations and
+    # order; the skew term is skipped when k01 == 0: adding +-0 to a finite value changes no comparison/floor)
+    u = np.multiply(cam[:, 0], k[0, 0])
+    u /= safe
+    if k[0, 1] != 0:
+        u += k[0, 1] * cam[:, 1] / safe
+    u += k[0, 2]
+    v = np.multiply(cam[:, 1], k[1, 1])
+    v /= safe
+    v += k[1, 2]
     return u, v, z
 
 
@@ -369,10 +377,13 @@ class QueryIndexMemory:
 
     def retrieve(self, pose_c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int,
                  depth_map: Optional[np.ndarray] = None, max_ids: Optional[int] = None,
-                 with_raster: bool = False) -> MemoryView:
-        """Ids whose cells are visible in the view P_t (pose_c2w 4x4, K 3x3, HxW, optional HxW depth)."""
+                 with_raster: bool = False, depth_valid: Optional[np.ndarray] = None) -> MemoryView:
+        """Ids whose cells are visible in the view P_t (pose_c2w 4x4, K 3x3, HxW, optional HxW depth; optional
+        HxW bool `depth_valid`: pixels where it is False occlude nothing, as if their depth were 0)."""
         if depth_map is not None and np.shape(depth_map) != (height, width):
             raise ValueError(f"depth_map must be {height}x{width}, got {np.shape(depth_map)}")
+        if depth_valid is not None and np.shape(depth_valid) != (height, width):
+            raise ValueError(f"depth_valid must be {height}x{width}, got {np.shape(depth_valid)}")
         u, v, z = project_points(self._centres[: self._n], pose_c2w, intrinsics)
         u += 0.5  # floor(u + 0.5) is the pixel column; floor(x) in [0, W) <=> x in [0, W): no floor on every cell
         v += 0.5
@@ -383,6 +394,8 @@ class QueryIndexMemory:
         if depth_map is not None:
             observed = np.asarray(depth_map)[row, col]
             bad = ~np.isfinite(observed) | (observed <= 0)
+            if depth_valid is not None:
+                bad |= ~np.asarray(depth_valid)[row, col]
             unoccluded = bad | (z <= observed + self.occlusion_tolerance)
             idx, col, row, z = idx[unoccluded], col[unoccluded], row[unoccluded], z[unoccluded]
         cell_ids = self._ids[idx]

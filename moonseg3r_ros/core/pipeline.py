@@ -314,9 +314,9 @@ class MoonSeg3RPipeline:
         k = geometry.intrinsics
         if k is None:
             k = estimate_intrinsics(geometry.points_cam, geometry.valid)
-        depth = np.where(geometry.valid, geometry.points_cam[..., 2], 0.0)
-        view = self.memory.retrieve(geometry.pose_c2w, k, height, width, depth_map=depth,
-                                    max_ids=self.config.memory.max_contextual_queries)
+        # depth = the camera z where valid: read only at the pixels of the projected cells (no HxW image built)
+        view = self.memory.retrieve(geometry.pose_c2w, k, height, width, depth_map=geometry.points_cam[..., 2],
+                                    depth_valid=geometry.valid, max_ids=self.config.memory.max_contextual_queries)
         ids = [int(i) for i in view.ids if int(i) in self.bank]
         if not ids:
             return None, {}
@@ -474,7 +474,7 @@ def paint_labels(masks, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> 
         table[1:] = ids
         labels = table.take(masks.labels)
         if valid is not None:
-            labels[~valid] = 0
+            np.multiply(labels, valid, out=labels)  # 0 where not valid (one pass, no boolean indexing)
         return labels
     masks = masks.masks
     labels = np.zeros(masks.shape[1:], np.int32)
