@@ -223,7 +223,7 @@ def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
     q, b = _numpy(queries), _numpy(boxes)
     t = None if tokens is None else _numpy(tokens)
     if isinstance(masks, MaskSet) and masks.labels is not None:
-        area = np.bincount(masks.labels.reshape(-1), minlength=len(masks) + 1)[1:len(masks) + 1].astype(np.float32)
+        area = masks.areas().astype(np.float32)  # counted once by the mask source when it gave labels
         table = np.zeros(len(masks) + 1, np.int32)
         for k, g in enumerate(groups):
             table[np.asarray(g) + 1] = k + 1

@@ -75,7 +75,8 @@ def masks_from_labels(labels: np.ndarray, min_area: int, max_masks: int) -> Mask
     ids = np.sort(ids)
     table = np.zeros(counts.size, np.int32)
     table[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return MaskSet(None, np.ones(ids.size, np.float32), labels=table.take(flat).reshape(labels.shape))
+    return MaskSet(None, np.ones(ids.size, np.float32), labels=table.take(flat).reshape(labels.shape),
+                   areas=counts[ids].astype(np.int64))
 
 
 def select_masks(masks: MaskSet, keep: np.ndarray) -> MaskSet:
@@ -85,7 +86,8 @@ def select_masks(masks: MaskSet, keep: np.ndarray) -> MaskSet:
         return MaskSet(masks.masks[keep], masks.scores[keep])
     table = np.zeros(keep.size + 1, np.int32)
     table[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return MaskSet(None, masks.scores[keep], labels=table.take(masks.labels))
+    areas = None if masks._areas is None else masks._areas[keep]
+    return MaskSet(None, masks.scores[keep], labels=table.take(masks.labels), areas=areas)
 
 
 def as_mask_set(masks) -> MaskSet:

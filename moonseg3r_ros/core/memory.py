@@ -368,11 +368,21 @@ class QueryIndexMemory:
         """Nx3 world points -> N int32 id claiming each point's cell (0 = unclaimed, unknown or non-finite)."""
         points = np.asarray(points_world, np.float64).reshape(-1, 3)
         out = np.zeros(points.shape[0], np.int32)
-        finite = np.flatnonzero(np.isfinite(points).all(axis=1))
-        if finite.size and self._n:
+        ok = np.isfinite(points)
+        ok = ok[:, 0] & ok[:, 1] & ok[:, 2]  # faster than .all(axis=1) on Nx3
+        if not self._n or not ok.any():
+            return out
+        if ok.all():  # the usual case: no gather
+            slots = self._hash.lookup(voxel_keys(points, self.voxel_size))
+            known = np.flatnonzero(slots >= 0)
+        else:
+            finite = np.flatnonzero(ok)
             slots = self._hash.lookup(voxel_keys(points[finite], self.voxel_size))
             known = slots >= 0
-            out[finite[known]] = self._ids[slots[known]]
+            slots, known = slots[known], finite[known]
+            out[known] = self._ids.take(slots)
+            return out
+        out[known] = self._ids.take(slots[known])
         return out
 
     def retrieve(self, pose_c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int,

@@ -61,12 +61,24 @@ class MaskSet:
     `labels` directly (O(H*W) instead of O(N*H*W) per pass).
     """
 
-    def __init__(self, masks: Optional[np.ndarray], scores: np.ndarray, labels: Optional[np.ndarray] = None):
+    def __init__(self, masks: Optional[np.ndarray], scores: np.ndarray, labels: Optional[np.ndarray] = None,
+                 areas: Optional[np.ndarray] = None):
         if masks is None and labels is None:
             raise ValueError("MaskSet needs masks or labels")
         self._masks = masks
         self.scores = scores
         self.labels = labels
+        self._areas = areas  # N int64 pixels per mask when known (labels sources count them anyway)
+
+    def areas(self) -> np.ndarray:
+        """N int64 pixel count of each mask (cached; one bincount of `labels`, or a sum over `masks`)."""
+        if self._areas is None:
+            n = len(self)
+            if self.labels is not None:
+                self._areas = np.bincount(self.labels.reshape(-1), minlength=n + 1)[1:n + 1].astype(np.int64)
+            else:
+                self._areas = self._masks.reshape(n, -1).sum(axis=1).astype(np.int64)
+        return self._areas
 
     @property
     def masks(self) -> np.ndarray:
@@ -79,6 +91,7 @@ class MaskSet:
     def masks(self, value: np.ndarray) -> None:
         self._masks = value
         self.labels = None
+        self._areas = None
 
     @property
     def shape(self) -> tuple[int, int]:
