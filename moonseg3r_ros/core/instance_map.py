@@ -217,19 +217,27 @@ class InstanceMap:
         return slots
 
     def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
-        """Running means of xyz, rgb, confidence over the touched voxels (one gather, one scatter)."""
-        count = np.bincount(inverse, minlength=slots.size).astype(np.float32)
+        """Running means of xyz, rgb, confidence over the touched voxels (one gather, one scatter).
+
+        7xS float64 sums written in place by row, the old float32 means x old weight added from one contiguous
+        7xS copy (same per-element operations as before, without the strided temporaries)."""
+        size = slots.size
+        count = np.bincount(inverse, minlength=size).astype(np.float32)
         record = self._attr_records.take(slots).view(np.float32).reshape(-1, 8)  # xyz rgb conf weight
         old_w = record[:, 7]
         total = old_w + count
-        means = np.stack([np.bincount(inverse, points[:, c], slots.size) for c in range(3)]
-                         + [np.bincount(inverse, colors[:, c], slots.size) for c in range(3)]
-                         + [np.bincount(inverse, conf, slots.size)], axis=0)  # 7xS sums (rows: fast axis)
-        means += record[:, :7].T * old_w
+        means = np.empty((7, size))  # rows: fast axis
+        for c in range(3):
+            means[c] = np.bincount(inverse, points[:, c], size)
+            means[3 + c] = np.bincount(inverse, colors[:, c], size)
+        means[6] = np.bincount(inverse, conf, size)
+        prior = np.ascontiguousarray(record[:, :7].T)  # 7xS float32
+        prior *= old_w
+        means += prior
         means /= total
         fused = np.empty_like(record)
         fused[:, :7] = means.T
-        fused[:, 7] = np.minimum(total, float(self.config.max_point_weight))
+        np.minimum(total, float(self.config.max_point_weight), out=fused[:, 7])
         self._attr_records.put(slots, fused.view(_ATTR_RECORD).reshape(-1))
 
     def _vote(self, slots: np.ndarray, vote_id: np.ndarray, vote_n: np.ndarray) -> None:
