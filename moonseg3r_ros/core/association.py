@@ -222,11 +222,14 @@ def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
     `masks` may be a MaskSet; the fused masks are then a MaskSet too (given as labels when the input was)."""
     q, b = _numpy(queries), _numpy(boxes)
     t = None if tokens is None else _numpy(tokens)
+    n_groups = len(groups)
+    # every mask's group, without a Python loop over the groups (each mask is in exactly one group)
+    members = np.concatenate([np.asarray(g, np.int64) for g in groups]) if n_groups else np.zeros(0, np.int64)
+    group_of = np.repeat(np.arange(n_groups), [len(g) for g in groups])
     if isinstance(masks, MaskSet) and masks.labels is not None:
         area = masks.areas().astype(np.float32)  # counted once by the mask source when it gave labels
         table = np.zeros(len(masks) + 1, np.int32)
-        for k, g in enumerate(groups):
-            table[np.asarray(g) + 1] = k + 1
+        table[members + 1] = group_of + 1
         fused_masks = MaskSet(None, np.ones(len(groups), np.float32), labels=table.take(masks.labels))
     else:
         as_set = isinstance(masks, MaskSet)
@@ -235,10 +238,8 @@ def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
         shape = (0,) + dense.shape[1:]
         fused = np.stack([dense[g].any(axis=0) for g in groups]) if len(groups) else np.zeros(shape, bool)
         fused_masks = MaskSet(fused, np.ones(len(groups), np.float32)) if as_set else fused
-    n_groups = len(groups)
     member = np.zeros((n_groups, q.shape[0]), bool)  # G x N group membership
-    for k, g in enumerate(groups):
-        member[k, np.asarray(g, np.int64)] = True
+    member[group_of, members] = True
     weights = np.where(member, area[None, :], 0.0).astype(np.float32)
     no_area = weights.sum(axis=1) <= 0
     weights[no_area] = member[no_area]  # a group of empty masks: plain mean

@@ -126,20 +126,23 @@ def coverage_weights(masks, grid_h: int, grid_w: int, samples: int, fallback_pix
         if valid is not None:
             sampled[~valid.reshape(-1).take(pixel)] = 0
         hit = sampled > 0
-        weights = np.bincount((sampled[hit] - 1) * cells + cell[hit], minlength=n * cells)
+        mask_of = sampled[hit] - 1
+        weights = np.bincount(mask_of * cells + cell[hit], minlength=n * cells)
         weights = weights.reshape(n, cells).astype(np.float32)
+        total = np.bincount(mask_of, minlength=n).astype(np.float32)  # = the row sums (integers: exact)
     else:
         dense = masks.masks if valid is None else masks.masks & valid[None]
         sampled = dense[:, rows[:, None], cols[None, :]].reshape(n, grid_h, samples, grid_w, samples)
         weights = sampled.sum(axis=(2, 4), dtype=np.float32).reshape(n, -1)
-    total = weights.sum(axis=1)
+        total = weights.sum(axis=1)
     empty = np.flatnonzero(total == 0)
     if empty.size:
         cell_r = np.clip((fallback_pixels[empty, 0] * grid_h / height).astype(np.int64), 0, grid_h - 1)
         cell_c = np.clip((fallback_pixels[empty, 1] * grid_w / width).astype(np.int64), 0, grid_w - 1)
         weights[empty, cell_r * grid_w + cell_c] = 1.0
         total[empty] = 1.0
-    return weights / total[:, None]
+    weights /= total[:, None]
+    return weights
 
 
 @functools.lru_cache(maxsize=8)
