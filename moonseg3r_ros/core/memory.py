@@ -39,6 +39,8 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from . import kernels
+
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
@@ -152,6 +154,8 @@ class VoxelHash:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """N int64 keys -> N int64 slots (-1 where absent)."""
         keys = np.ascontiguousarray(keys, np.int64)
+        if kernels.NUMBA_ENABLED:
+            return kernels.hash_lookup(self._table, self._bits, keys)
         mask = (1 << self._bits) - 1
         pos = self._hash(keys)
         rows = self._table.take(pos, axis=0)  # first probe for every key, without the pending indirection
@@ -170,9 +174,13 @@ class VoxelHash:
     def insert(self, keys: np.ndarray, slots: np.ndarray) -> None:
         """Add unique keys that are not in the table yet, with their slots."""
         keys = np.ascontiguousarray(keys, np.int64)
-        slots = np.asarray(slots, np.int64)
+        slots = np.ascontiguousarray(slots, np.int64)
         if 2 * (self._size + keys.size) > self._table.shape[0]:
             self._rebuild(2 * (self._size + keys.size))
+        if kernels.NUMBA_ENABLED:
+            kernels.hash_insert(self._table, self._bits, keys, slots)
+            self._size += keys.size
+            return
         mask = (1 << self._bits) - 1
         pending, pos = np.arange(keys.size), self._hash(keys)
         while pending.size:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from moonseg3r_ros.core import association as assoc
+from moonseg3r_ros.core import kernels
 from moonseg3r_ros.core.config import PipelineConfig, validate
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
@@ -110,6 +111,7 @@ class MoonSeg3RPipeline:
         self.instance_map = InstanceMap(self.config.map)
         self.memory = QueryIndexMemory(self.config.memory.voxel_size, self.config.memory.occlusion_tolerance)
         self.bank = QueryBank(self.config.features.dim, window=self.config.memory.bank_average_window)
+        kernels.warm()  # compiled map kernels: ~4 s the first time on a machine, ~0.1 s from numba's cache
         self.stats: dict[str, int] = {}
         self._blas_limit = numpy_blas_limiter()
         self._reset_state()
