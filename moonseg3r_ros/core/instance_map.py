@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from . import kernels
 from .config import MapConfig
 from .memory import VoxelHash, dense_groups, majority_of_groups, voxel_keys
 
@@ -170,6 +171,11 @@ class InstanceMap:
         if points.shape[0] == 0:
             return
         slots = self._slots_for(voxel_keys(points, self.config.voxel_size))
+        if kernels.NUMBA_ENABLED:  # one compiled pass, bit-identical to the numpy code below
+            kernels.fuse_and_vote(slots, self._n, points, colors, conf, ids, self._attrs, self._votes,
+                                  self.config.max_point_weight)
+            self._touch(np.flatnonzero(np.bincount(ids[ids != 0])), float(stamp))
+            return
         touched, inverse = dense_groups(slots, self._n)
         self._fuse_means(touched, inverse, points, colors, conf)
         assigned = ids != 0

@@ -325,6 +325,9 @@ class QueryIndexMemory:
             return
         ids = instance_ids[keep].astype(np.int64)
         slots = self._slots_for(voxel_keys(points_world[keep], self.voxel_size))
+        if kernels.NUMBA_ENABLED:  # compiled: same groups, same majority rule
+            kernels.claim_cells(slots, self._n, ids, self._ids)
+            return
         touched, inverse = dense_groups(slots, self._n)
         vote, _ = majority_of_groups(inverse, ids, touched.size)
         self._ids[touched] = vote
