@@ -88,3 +88,31 @@ def test_pipeline_stream_identical_with_and_without_kernels(monkeypatch):
                         m._votes[: len(m)].tobytes(), pipe.memory._ids[: pipe.memory._n].tobytes(),
                         pipe.bank.ids().tolist()))
     assert results[0] == results[1]
+
+
+def test_retrieve_identical_with_and_without_kernels(monkeypatch):
+    """Visibility, depth occlusion (float32 pointmap z and float64 depth, validity mask), raster, skewed K."""
+    rng = np.random.default_rng(11)
+    memory = QueryIndexMemory(voxel_size=0.05, occlusion_tolerance=0.1)
+    points = rng.uniform([-2, -2, -1], [2, 2, 4], (30000, 3))
+    memory.update(points, rng.integers(1, 30, points.shape[0]))
+    memory.remove([5])  # released cells are never visible
+    pose = np.eye(4)
+    pose[:3, 3] = [0.1, -0.2, -0.5]
+    height, width = 48, 64
+    pointmap = np.zeros((height, width, 3), np.float32)
+    pointmap[..., 2] = rng.uniform(0.5, 3.0, (height, width))
+    pointmap[0, :5, 2] = np.nan
+    pointmap[1, :5, 2] = -1.0
+    valid = rng.random((height, width)) > 0.1
+    for k01 in (0.0, 0.7):
+        intrinsics = np.array([[40.0, k01, 31.5], [0.0, 40.0, 23.5], [0.0, 0.0, 1.0]])
+        for depth, depth_valid in ((None, None), (pointmap[..., 2], valid), (pointmap[..., 2].astype(np.float64), None)):
+            views = []
+            for numba_on in (True, False):
+                monkeypatch.setattr(kernels, "NUMBA_ENABLED", numba_on)
+                views.append(memory.retrieve(pose, intrinsics, height, width, depth_map=depth, max_ids=12,
+                                             with_raster=True, depth_valid=depth_valid))
+            fast, slow = views
+            assert fast.ids.tobytes() == slow.ids.tobytes() and fast.cell_counts.tobytes() == slow.cell_counts.tobytes()
+            assert fast.raster.tobytes() == slow.raster.tobytes() and fast.ids.size == 12 and 5 not in fast.ids

@@ -199,6 +199,52 @@ def claim_cells(slots, num_slots, ids, cell_ids):
         cell_ids[touched[g]] = vote_id[g]
 
 
+@njit(cache=True, nogil=True)
+def visible_cells(cam, intrinsics, near, height, width, cell_ids, depth, depth_valid, tolerance, use_depth,
+                  use_valid):
+    """Cells whose camera-frame centre (cam Cx3 float64) projects inside the HxW image in front of the camera,
+    claimed (cell_ids != 0) and, with use_depth, not occluded by depth (HxW float; tolerance of its dtype;
+    with use_valid, pixels where depth_valid is False occlude nothing) -> (index V, row V, col V, z V).
+
+    Same operations in the same order as project_points + QueryIndexMemory.retrieve's numpy code."""
+    k00, k01, k02 = intrinsics[0, 0], intrinsics[0, 1], intrinsics[0, 2]
+    k11, k12 = intrinsics[1, 1], intrinsics[1, 2]
+    size = cam.shape[0]
+    index = np.empty(size, np.int64)
+    rows = np.empty(size, np.int64)
+    cols = np.empty(size, np.int64)
+    depths = np.empty(size, np.float64)
+    count = 0
+    for i in range(size):
+        if cell_ids[i] == 0:
+            continue
+        z = cam[i, 2]
+        safe = z if z > 0 else 1.0
+        u = cam[i, 0] * k00
+        u /= safe
+        if k01 != 0:
+            u += k01 * cam[i, 1] / safe
+        u += k02
+        u += 0.5
+        v = cam[i, 1] * k11
+        v /= safe
+        v += k12
+        v += 0.5
+        if not (z > near and u >= 0 and u < width and v >= 0 and v < height):
+            continue
+        col, row = np.int64(np.floor(u)), np.int64(np.floor(v))
+        if use_depth:
+            observed = depth[row, col]
+            bad = not np.isfinite(observed) or observed <= 0
+            if use_valid and not depth_valid[row, col]:
+                bad = True
+            if not bad and not (z <= observed + tolerance):
+                continue
+        index[count], rows[count], cols[count], depths[count] = i, row, col, z
+        count += 1
+    return index[:count], rows[:count], cols[:count], depths[:count]
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel on tiny inputs; a no-op without numba."""
     if not NUMBA_ENABLED:
@@ -214,3 +260,7 @@ def warm() -> None:
     fuse_and_vote(three, 2, points, np.zeros((3, 3), np.uint8), np.ones(3, np.float32), ids,
                   np.zeros((2, 8), np.float32), np.zeros((2, 2), np.int32), 100)
     claim_cells(three, 2, ids, np.zeros(2, np.int32))
+    cam = np.ones((2, 3))
+    for depth in (np.ones((2, 3, 3), np.float32)[..., 2], np.ones((2, 2), np.float64)):  # a pointmap's z; a depth image
+        visible_cells(cam, np.eye(3), 1e-3, 2, 2, np.ones(2, np.int32), depth, np.ones((2, 2), bool),
+                      depth.dtype.type(0.1), True, True)

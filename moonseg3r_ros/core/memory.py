@@ -236,15 +236,21 @@ def estimate_intrinsics(points_cam: np.ndarray, valid: Optional[np.ndarray] = No
     return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
 
 
-def project_points(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World Nx3 -> (u N, v N, z N) float64 pixel coordinates (pixel centres at integers) and depth."""
+def camera_frame(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """World Nx3 -> (camera-frame Nx3 float64 R^T (p - t), K 3x3 float64); checks the shapes."""
     pose = np.asarray(pose_c2w, np.float64)
     k = np.asarray(intrinsics, np.float64)
     if pose.shape != (4, 4) or k.shape != (3, 3):
         raise ValueError(f"pose_c2w must be 4x4 and intrinsics 3x3, got {pose.shape} and {k.shape}")
     rot, trans = pose[:3, :3], pose[:3, 3]
-    cam = (np.asarray(points_world, np.float64) - trans) @ rot  # R^T (p - t), row form
+    return (np.asarray(points_world, np.float64) - trans) @ rot, k  # R^T (p - t), row form
+
+
+def project_points(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World Nx3 -> (u N, v N, z N) float64 pixel coordinates (pixel centres at integers) and depth."""
+    cam, k = camera_frame(points_world, pose_c2w, intrinsics)
     z = cam[:, 2]
     safe = np.where(z > 0, z, 1.0)
     # u = k00 x / safe + k01 y / safe + k02, v = k11 y / safe + k12, with in-place passes (same operations and
@@ -262,6 +268,12 @@ def project_points(points_world: np.ndarray, pose_c2w: np.ndarray, intrinsics: n
 
 # ----------------------------------------------------------------------------------------------------------
 # memory
+
+
+def _kernel_inputs_ok(depth_map, depth_valid) -> bool:
+    """kernels.visible_cells reproduces numpy exactly for float32/float64 depth and a bool validity mask."""
+    return ((depth_map is None or np.asarray(depth_map).dtype in (np.float32, np.float64))
+            and (depth_valid is None or np.asarray(depth_valid).dtype == np.bool_))
 
 
 @dataclass
@@ -405,6 +417,22 @@ class QueryIndexMemory:
             raise ValueError(f"depth_map must be {height}x{width}, got {np.shape(depth_map)}")
         if depth_valid is not None and np.shape(depth_valid) != (height, width):
             raise ValueError(f"depth_valid must be {height}x{width}, got {np.shape(depth_valid)}")
+        if kernels.NUMBA_ENABLED and _kernel_inputs_ok(depth_map, depth_valid):  # one compiled pass, same result
+            idx, row, col, z = self._visible_compiled(pose_c2w, intrinsics, height, width, depth_map, depth_valid)
+        else:
+            idx, row, col, z = self._visible(pose_c2w, intrinsics, height, width, depth_map, depth_valid)
+        cell_ids = self._ids[idx]
+        per_id = np.bincount(cell_ids, minlength=1)  # ids are small positive ints: no sort
+        ids = np.flatnonzero(per_id)
+        counts = per_id[ids]
+        if max_ids is not None and ids.size > max_ids:
+            top = np.sort(np.argsort(-counts, kind="stable")[:max_ids])
+            ids, counts = ids[top], counts[top]
+        raster = self._raster(row, col, z, cell_ids, height, width) if with_raster else None
+        return MemoryView(ids.astype(np.int32), counts.astype(np.int64), raster)
+
+    def _visible(self, pose_c2w, intrinsics, height, width, depth_map, depth_valid):
+        """(index V, row V, col V, z V) of the claimed cells seen in the view and not occluded (numpy)."""
         u, v, z = project_points(self._centres[: self._n], pose_c2w, intrinsics)
         u += 0.5  # floor(u + 0.5) is the pixel column; floor(x) in [0, W) <=> x in [0, W): no floor on every cell
         v += 0.5
@@ -419,15 +447,17 @@ class QueryIndexMemory:
                 bad |= ~np.asarray(depth_valid)[row, col]
             unoccluded = bad | (z <= observed + self.occlusion_tolerance)
             idx, col, row, z = idx[unoccluded], col[unoccluded], row[unoccluded], z[unoccluded]
-        cell_ids = self._ids[idx]
-        per_id = np.bincount(cell_ids, minlength=1)  # ids are small positive ints: no sort
-        ids = np.flatnonzero(per_id)
-        counts = per_id[ids]
-        if max_ids is not None and ids.size > max_ids:
-            top = np.sort(np.argsort(-counts, kind="stable")[:max_ids])
-            ids, counts = ids[top], counts[top]
-        raster = self._raster(row, col, z, cell_ids, height, width) if with_raster else None
-        return MemoryView(ids.astype(np.int32), counts.astype(np.int64), raster)
+        return idx, row, col, z
+
+    def _visible_compiled(self, pose_c2w, intrinsics, height, width, depth_map, depth_valid):
+        """`_visible` with the per-cell tests in kernels.visible_cells (the camera transform stays numpy's matmul)."""
+        cam, k = camera_frame(self._centres[: self._n], pose_c2w, intrinsics)
+        use_depth, use_valid = depth_map is not None, depth_valid is not None
+        depth = np.asarray(depth_map) if use_depth else np.zeros((1, 1), np.float64)
+        valid = np.asarray(depth_valid) if use_valid else np.ones((1, 1), bool)
+        tolerance = depth.dtype.type(self.occlusion_tolerance)  # numpy adds a Python float in the depth's dtype
+        return kernels.visible_cells(cam, k, self.near, height, width, self._ids[: self._n], depth, valid,
+                                     tolerance, use_depth, use_valid)
 
     @staticmethod
     def _raster(row: np.ndarray, col: np.ndarray, z: np.ndarray, ids: np.ndarray, height: int,
