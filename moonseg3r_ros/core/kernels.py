@@ -35,7 +35,6 @@ except ImportError as _err:  # numpy fallback (the callers' own code)
     def njit(*args, **kwargs):  # noqa: D103 - keeps the definitions below importable (never called)
         return lambda function: function
 
-_MULT = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = -1
 
 
