@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.masks import as_mask_set
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline, paint_labels, visible_box_parts
+from moonseg3r_ros.core.types import Frame
 
 from synthetic_runs import run_orbit_scene  # test/synthetic_runs.py
 
@@ -171,3 +173,19 @@ def test_end_to_end_synthetic_scene_stable_ids():
         pts = xyz[ids == instance]
         inside = ((pts >= lo) & (pts <= hi)).all(axis=1).mean()
         assert inside > 0.95, (obj, inside)
+
+
+def test_masks_without_enough_valid_geometry_are_dropped():
+    pipe = MoonSeg3RPipeline(_config())
+    inputs = _frame_inputs()
+    inputs["depth"][5:15, 5:15] = np.nan  # object 1 (100 px) has no valid geometry, object 2 keeps all
+    result = _step(pipe, 0.0, depth=inputs["depth"])
+    assert result.num_masks == 1 and pipe.stats["masks_dropped_no_geometry"] == 1
+    assert set(np.unique(result.instance_ids_2d[15:28, 22:36])) == {1}
+    # the same count on a mask stack (not a label image): 4 valid pixels < min_valid_points 5 -> dropped
+    geometry = pipe.geometry_source.compute(Frame(inputs["image"], 1.0, inputs["depth"], K, np.eye(4)))
+    stack = np.zeros((2, 30, 40), bool)
+    stack[0, 13:17, 5:7] = True  # rows 13-14 invalid, 15-16 valid: 4 valid pixels
+    stack[1, 20:25, 20:25] = True  # 25 valid pixels
+    kept = pipe._usable_masks(as_mask_set(stack), geometry)
+    assert len(kept) == 1 and kept.masks[0].sum() == 25 and pipe.stats["masks_dropped_no_geometry"] == 2

@@ -41,7 +41,7 @@ from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
 from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
-from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks
+from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks, subgrid_members
 from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory, estimate_intrinsics, project_points
 from moonseg3r_ros.core.refinement import QueryDecoder
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
@@ -251,13 +251,9 @@ class MoonSeg3RPipeline:
             raise MaskError(f"mask source returned masks of size {masks.shape}, frame is "
                             f"{geometry.valid.shape}")
         stride = max(1, int(math.sqrt(geometry.valid.size / 20_000)))
-        sub_valid = geometry.valid[::stride, ::stride]
-        if masks.labels is not None:
-            counts = np.bincount(masks.labels[::stride, ::stride][sub_valid], minlength=len(masks) + 1)[1:]
-        else:
-            sub = masks.masks[:, ::stride, ::stride] & sub_valid[None]
-            counts = sub.reshape(len(masks), -1).sum(axis=1)
-        keep = counts[:len(masks)] * stride * stride >= self.config.masks.min_valid_points
+        index, rows, cols = subgrid_members(masks, stride)
+        counts = np.bincount(index[geometry.valid[::stride, ::stride][rows, cols]], minlength=len(masks))
+        keep = counts * stride * stride >= self.config.masks.min_valid_points
         if keep.all():
             return masks
         self.stats["masks_dropped_no_geometry"] += int((~keep).sum())
