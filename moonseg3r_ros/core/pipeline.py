@@ -318,7 +318,6 @@ class MoonSeg3RPipeline:
         ids = [int(i) for i in view.ids if int(i) in self.bank]
         if not ids:
             return None, {}
-        queries, _, _, _ = self.bank.get(ids)
         visible_boxes: dict[int, np.ndarray] = {}
         if self.config.association.box_overlap == "visible_iou" and self.lifter is not None:
             # the part of each instance seen now: valid points of this frame in its memory cells, boxed as masks are
@@ -329,6 +328,7 @@ class MoonSeg3RPipeline:
             visible_boxes = {i: seen[i] for i in ids if i in seen}
         if self.config.memory.max_contextual_queries == 0:
             return None, visible_boxes
+        queries, _, _, _ = self.bank.get(ids)
         return torch.from_numpy(queries).to(self.device), visible_boxes
 
     def _associate(self, masks: MaskSet, queries: np.ndarray, boxes: np.ndarray,
