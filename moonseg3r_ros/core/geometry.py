@@ -190,8 +190,9 @@ class RecordedGeometry:
         pose = check_pose(frame.pose_c2w)
         k = check_intrinsics(frame.intrinsics)
         depth = depth_to_metres(frame.depth, frame.height, frame.width, self.depth_scale)
-        points_cam = backproject(np.where(np.isfinite(depth), depth, 0).astype(np.float32), k)
-        points_cam[~np.isfinite(depth)] = np.nan
+        finite = np.isfinite(depth)
+        points_cam = backproject(np.where(finite, depth, 0).astype(np.float32), k)
+        points_cam[~finite] = np.nan
         points_world = to_world(points_cam, pose)
         confidence = np.ones(depth.shape, np.float32)
         points_cam, points_world, confidence, valid = sanitize(points_cam, points_world, confidence,
