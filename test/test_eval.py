@@ -89,6 +89,18 @@ def test_ignore_rule_void_and_small_gt(tmp_path):
     assert r["ap"] == pytest.approx(0.375) and r["ap50"] == pytest.approx(0.5) and r["ap25"] == pytest.approx(0.5)
 
 
+def test_ignore_rule_boundary_share_equal_to_threshold_is_a_false_positive(tmp_path):
+    # E: 100 void + 100 on 1002 -> ignored share exactly 0.5, IoU with 1002 = 100/400 = 0.25 (never > t).
+    # The official rule is "FP when share <= t": at t = 0.5 E is a FP at .95 -> 0.125 (as above); at t = 0.25
+    # it is ignored -> TP .9 and a miss -> 0.5.
+    gt = gt_layout({1001: 200, 1002: 300})
+    e = np.zeros(len(gt), bool)
+    e[:100] = True
+    e[np.flatnonzero(gt == 1002)[:100]] = True
+    r = evaluate(*write_case(tmp_path, gt, [(gt == 1001, 0.9), (e, 0.95)]))
+    assert r["ap50"] == pytest.approx(0.125) and r["ap25"] == pytest.approx(0.5)
+
+
 def test_two_predictions_on_one_gt_lower_score_is_fp(tmp_path):
     # P1 = 1001 (.6), P2 = 180 of its 200 verts (IoU 0.9, .9). t < 0.9: GT keeps .9, FP at .6 -> AP 1.
     # t = 0.9: P2 is not > 0.9 -> TP .6, FP .9 -> p=(.5,0,1) r=(1,0,0) -> 0.25.   AP = (8 + .25)/9
