@@ -68,6 +68,11 @@ def test_bad_images_raise_clear_errors():
     # A depth encoding is not a colour encoding.
     with pytest.raises(cv.ConversionError, match="unsupported image encoding '32FC1'"):
         cv.image_msg_to_rgb(raw_image(np.zeros((2, 2), np.float32), "32FC1"))
+    # Depth and id images accept only their own encodings (a colour image is not depth, a float image no ids).
+    with pytest.raises(cv.ConversionError, match=r"unsupported image encoding 'rgb8' \(supported: 32FC1, 16UC1, mono16\)"):
+        cv.depth_msg_to_metres(raw_image(RGB, "rgb8"))
+    with pytest.raises(cv.ConversionError, match="unsupported image encoding '32FC1'"):
+        cv.instance_ids_msg_to_array(raw_image(np.zeros((2, 2), np.float32), "32FC1"))
 
 
 def test_round_trip_through_the_real_image_message():
