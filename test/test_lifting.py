@@ -2,6 +2,7 @@ import numpy as np
 import torch
 
 from moonseg3r_ros.core.lifting import QueryLifter, coverage_weights, fourier_encoding, mask_point_stats
+from moonseg3r_ros.core.masks import masks_from_labels
 
 
 def _scene(h=40, w=40):
@@ -78,3 +79,15 @@ def test_lifter_no_masks():
     _, points, valid = _scene()
     out = QueryLifter(16, 4)(np.zeros((0, 40, 40), bool), torch.zeros(4, 4, 4), None, points, valid)
     assert out.queries.shape == (0, 16) and out.boxes.shape == (0, 2, 3)
+
+
+def test_coverage_weights_count_only_valid_pixels():
+    masks, _, valid = _scene()
+    valid[:, :20] = False  # mask 1 (rows 20.., cols 10..30) keeps only its right half: cell 3
+    labels = np.zeros((40, 40), np.int32)
+    labels[masks[0]], labels[masks[1]] = 1, 2
+    fallback = np.zeros((2, 2), np.float32)
+    for given in (masks, masks_from_labels(labels, 1, 10)):  # mask stack and label image paths
+        w = coverage_weights(given, 2, 2, samples=4, fallback_pixels=fallback, valid=valid)
+        np.testing.assert_allclose(w[1], [0, 0, 0, 1])
+        np.testing.assert_allclose(w[0], [1, 0, 0, 0])  # no valid pixel: one-hot at the fallback pixel's cell
