@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -82,18 +81,8 @@ def cmd_to_bag(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from moonseg3r_ros.eval.scannet_ap import EvalError, evaluate, format_table
+    from moonseg3r_ros.eval.scannet_ap import EvalError, evaluate, format_table, json_safe
 
     try:
         result = evaluate(args.gt, args.pred, missing_as_empty=args.missing_as_empty)
@@ -105,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{', '.join(result['missing_scenes'])}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_json_safe(result), indent=2))
+        Path(args.json).write_text(json.dumps(json_safe(result), indent=2))
     return 0
 
 

@@ -167,3 +167,10 @@ def test_bad_inputs_raise(tmp_path):
         evaluate(gt_dir, pred_dir)
     with pytest.raises(EvalError, match="not found"):
         evaluate(tmp_path / "nope", pred_dir)
+
+
+def test_json_safe_turns_nan_into_null_at_any_depth():
+    from moonseg3r_ros.eval.scannet_ap import json_safe
+
+    out = json_safe({"ap": math.nan, "per_scene": [{"ap50": math.nan, "n": 3}], "ap25": 0.5})
+    assert json.dumps(out) == '{"ap": null, "per_scene": [{"ap50": null, "n": 3}], "ap25": 0.5}'

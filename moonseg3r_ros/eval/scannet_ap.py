@@ -293,6 +293,17 @@ def evaluate(gt_dir, pred_dir, missing_as_empty: bool = False) -> dict:
     return result
 
 
+def json_safe(value):
+    """A result of `evaluate` (or any dict/list of numbers) with NaN (no GT) as None, for JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # ----------------------------------------------------------------------------------------------------
 # Writing predictions
 

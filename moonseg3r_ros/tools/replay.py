@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import signal
@@ -46,6 +45,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from moonseg3r_ros.eval.scannet_ap import json_safe
 from moonseg3r_ros.ros.dds import confine_dds
 from moonseg3r_ros.ros.dds import describe as describe_dds
 from moonseg3r_ros.ros.process import stop_process
@@ -667,16 +667,6 @@ def evaluate_labels(scene: str, labels: np.ndarray, pred_dir: Path, gt_dir: Path
     gt_dir.mkdir(parents=True, exist_ok=True)
     np.savetxt(gt_dir / f"{scene}.txt", np.asarray(labels, np.int64), fmt="%d")
     return evaluate(gt_dir, pred_dir)
-
-
-def json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------
