@@ -8,6 +8,7 @@ Defaults follow the paper (see ../shared/paper/facts.md) where it gives a value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -206,8 +207,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             raise ValueError(f"'{name}' must be an integer, got {value!r}")
         return value
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"'{name}' must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"'{name}' must be a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
