@@ -197,36 +197,51 @@ def _deep_copy(config: Any) -> Any:
     return dataclasses.replace(config, **changes)
 
 
+def type_error(name: str, value: Any, kind: type) -> Optional[str]:
+    """Why `value` is not of the parameter type `kind` (bool, int, finite float, str, list of numbers)."""
+    if kind is bool and not isinstance(value, bool):
+        return f"'{name}' must be a bool, got {value!r}"
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"'{name}' must be an integer, got {value!r}"
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return f"'{name}' must be a finite number, got {value!r}"
+    if kind is str and not isinstance(value, str):
+        return f"'{name}' must be a string, got {value!r}"
+    if kind is list and (not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return f"'{name}' must be a list of numbers, got {value!r}"
+    return None
+
+
+def range_error(name: str, value: Any, f: dataclasses.Field) -> Optional[str]:
+    """Why `value` is outside the choices or the [low, high] range in the metadata of field `f`."""
+    low, high = f.metadata.get("range", (None, None))
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        return f"'{name}' must be one of {list(choices)}, got {value!r}"
+    if low is not None and value < low:
+        return f"'{name}' must be >= {low}, got {value!r}"
+    if high is not None and value > high:
+        return f"'{name}' must be <= {high}, got {value!r}"
+    return None
+
+
+def value_error(name: str, value: Any, f: dataclasses.Field, kind: type) -> Optional[str]:
+    """Why `value` is not acceptable for field `f` of type `kind`, or None (shared with the ROS parameters)."""
+    return type_error(name, value, kind) or range_error(name, value, f)
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"'{name}' must be a bool, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"'{name}' must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"'{name}' must be a finite number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"'{name}' must be a string, got {value!r}")
-        return value
-    return value
+    reason = type_error(name, value, kind)
+    if reason:
+        raise ValueError(reason)
+    return float(value) if kind is float else value
 
 
 def validate(config: PipelineConfig) -> None:
     """Raise ValueError naming the first field outside its range or choices."""
     flat = flatten(config)
     for name, f in field_specs(PipelineConfig).items():
-        value = flat[name]
-        low, high = f.metadata.get("range", (None, None))
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise ValueError(f"'{name}' must be one of {list(choices)}, got {value!r}")
-        if low is not None and value < low:
-            raise ValueError(f"'{name}' must be >= {low}, got {value!r}")
-        if high is not None and value > high:
-            raise ValueError(f"'{name}' must be <= {high}, got {value!r}")
+        reason = range_error(name, flat[name], f)
+        if reason:
+            raise ValueError(reason)

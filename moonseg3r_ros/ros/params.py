@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Optional
 
-from moonseg3r_ros.core.config import PipelineConfig, field_specs, flatten
+from moonseg3r_ros.core.config import PipelineConfig, field_specs, flatten, value_error
 from moonseg3r_ros.core.config import from_flat as pipeline_from_flat
 from moonseg3r_ros.ros.node_config import NodeConfig
 
@@ -62,33 +61,8 @@ def default_values() -> dict[str, Any]:
     return values
 
 
-def validate_value(name: str, value: Any, f: dataclasses.Field, kind: type) -> Optional[str]:
-    """The reason `value` is not acceptable for field `f` of type `kind`, or None when it is."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            return f"'{name}' must be a bool, got {value!r}"
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"'{name}' must be an integer, got {value!r}"
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"'{name}' must be a finite number, got {value!r}"
-    elif kind is str:
-        if not isinstance(value, str):
-            return f"'{name}' must be a string, got {value!r}"
-    elif kind is list:
-        if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return f"'{name}' must be a list of numbers, got {value!r}"
-    low, high = f.metadata.get("range", (None, None))
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        return f"'{name}' must be one of {list(choices)}, got {value!r}"
-    if low is not None and value < low:
-        return f"'{name}' must be >= {low}, got {value!r}"
-    if high is not None and value > high:
-        return f"'{name}' must be <= {high}, got {value!r}"
-    return None
+# The same type/range/choices rule as the pipeline config (one piece for both).
+validate_value = value_error
 
 
 def field_kind(name: str) -> type:
