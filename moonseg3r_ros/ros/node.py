@@ -465,17 +465,21 @@ class MoonSeg3RNode(LifecycleNode):
         done = time.monotonic()
         self._recent.append((done, done - frame.received, time.time() - frame.stamp_ns / 1e9))
 
-    def _keyframe_messages(self, pipeline, frame: FrameInput, result):
+    def _map_messages(self, pipeline, stamp: Time, frame_index: int, keyframes: int):
+        """(InstanceMap msg, markers or None when off, records) of the pipeline's map, stamped `stamp`."""
         records = pipeline.instance_map.instances()
         self._instance_count = len(records)
-        stats = getattr(pipeline, "stats", {}) or {}
-        msg = conv.instance_map_msg(records, self.config.frames.map, frame.stamp, result.frame_index,
-                                    int(stats.get("keyframes", self.counters["keyframes"] + 1)),
+        msg = conv.instance_map_msg(records, self.config.frames.map, stamp, frame_index, keyframes,
                                     len(pipeline.instance_map), self.resolve_topic_name(self.config.topics.cloud))
-        markers = instance_markers(records, self.config.frames.map, frame.stamp) if self.config.publish_markers \
+        markers = instance_markers(records, self.config.frames.map, stamp) if self.config.publish_markers \
             else None
-        colors = {int(r.id): r.color for r in records}
-        return msg, markers, colors
+        return msg, markers, records
+
+    def _keyframe_messages(self, pipeline, frame: FrameInput, result):
+        stats = getattr(pipeline, "stats", {}) or {}
+        keyframes = int(stats.get("keyframes", self.counters["keyframes"] + 1))
+        msg, markers, records = self._map_messages(pipeline, frame.stamp, result.frame_index, keyframes)
+        return msg, markers, {int(r.id): r.color for r in records}
 
     def _publish_debug_image(self, frame: FrameInput, result, colors) -> None:
         pub = self._pubs.get("debug_image")
@@ -673,15 +677,12 @@ class MoonSeg3RNode(LifecycleNode):
         with self._lock:
             if self._pipeline is None:
                 return
-            records = self._pipeline.instance_map.instances()
-            self._instance_count = len(records)
             stats = getattr(self._pipeline, "stats", {}) or {}
-            msg = conv.instance_map_msg(records, self.config.frames.map, stamp, max(self._last_frame_index, 0),
-                                        int(stats.get("keyframes", 0)), len(self._pipeline.instance_map),
-                                        self.resolve_topic_name(self.config.topics.cloud))
+            msg, markers, _ = self._map_messages(self._pipeline, stamp, max(self._last_frame_index, 0),
+                                                 int(stats.get("keyframes", 0)))
         self._publish("instance_map", msg)
-        if self.config.publish_markers:
-            self._publish("markers", instance_markers(records, self.config.frames.map, stamp))
+        if markers is not None:
+            self._publish("markers", markers)
         self._last_map_stamp = stamp
         self._cloud_dirty = stamp
         self.publish_cloud()
