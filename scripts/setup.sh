@@ -143,7 +143,7 @@ sed "s#@INSTALL_DIR@#$ROOT/install#" scripts/ros_overlay.py > "$SITE/_moonseg3r_
   && ok "overlay hook $SITE/_moonseg3r_overlay.pth -> $ROOT/install" \
   || fail "writing the overlay hook into $SITE"
 
-# --- 7. Interface packages (moonseg3r_msgs, tf2_msgs fallback) -------------------------------------
+# --- 7. Interface packages (moonseg3r_msgs, tf2_msgs and vision_msgs fallbacks) ------------------
 REAL_TF2="$(MOONSEG3R_NO_OVERLAY=1 "$VENV/bin/python" -c 'import os, tf2_msgs.msg; print(os.path.dirname(tf2_msgs.__file__))' 2>/dev/null || true)"
 case "$REAL_TF2" in "$ROOT"/*) REAL_TF2="";; esac  # our own fallback is not a real one
 MSG_PATHS=(moonseg3r_msgs)
@@ -155,6 +155,17 @@ if [ -n "$REAL_TF2" ]; then
 else
   MSG_PATHS+=(third_party/tf2_msgs)
   say "no tf2_msgs in the environment: building the minimal fallback (tf2_msgs/msg/TFMessage)"
+fi
+REAL_VISION="$(MOONSEG3R_NO_OVERLAY=1 "$VENV/bin/python" -c 'import os, vision_msgs.msg; print(os.path.dirname(vision_msgs.__file__))' 2>/dev/null || true)"
+case "$REAL_VISION" in "$ROOT"/*) REAL_VISION="";; esac  # our own fallback is not a real one
+if [ -n "$REAL_VISION" ]; then
+  ok "vision_msgs provided by the environment ($REAL_VISION): fallback not built"
+  if [ -d "$ROOT/install/vision_msgs" ] || [ -d "$ROOT/build/vision_msgs" ]; then
+    rm -rf "$ROOT/install/vision_msgs" "$ROOT/build/vision_msgs" && ok "removed the previously built vision_msgs fallback (would shadow the real one)"
+  fi
+else
+  MSG_PATHS+=(third_party/vision_msgs)
+  say "no vision_msgs in the environment: building the minimal fallback (Detection3DArray and its parts)"
 fi
 COLCON_COMMON=(--log-base "$ROOT/log" build --build-base "$ROOT/build" --install-base "$ROOT/install")
 # RUNPATH $ORIGIN: the generated libraries and Python extensions find their siblings without
@@ -187,10 +198,12 @@ import rclpy, moonseg3r_ros
 from moonseg3r_msgs.msg import Instance, InstanceMap
 from moonseg3r_msgs.srv import SaveMap, LoadMap
 from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray
+from nav_msgs.msg import OccupancyGrid
 rclpy.init(); node = rclpy.create_node("moonseg3r_setup_check")
 node.create_publisher(InstanceMap, "setup_check", 1); node.destroy_node(); rclpy.shutdown()
-print("rclpy node + moonseg3r_msgs + tf2_msgs OK")'; then
-  ok "smoke check: rclpy node, moonseg3r_msgs, tf2_msgs import from .venv/bin/python"
+print("rclpy node + moonseg3r_msgs + tf2_msgs + vision_msgs + nav_msgs OK")'; then
+  ok "smoke check: rclpy node, moonseg3r_msgs, tf2_msgs, vision_msgs, nav_msgs import from .venv/bin/python"
 else
   fail "smoke check (log: $LOGDIR/smoke.log)"
 fi
