@@ -1,0 +1,152 @@
+"""Navigation interfaces: vision_msgs (real, or our minimal fallback with the upstream 4.x layout),
+nav_msgs/OccupancyGrid and moonseg3r_msgs/QueryInstances have the fields their consumers expect, and
+cross the real middleware between this process and a peer subprocess.
+
+Run as `python test/test_nav_interfaces.py peer` this file is the peer: it publishes a sample
+Detection3DArray and serves QueryInstances until it is terminated.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not importable: run `make setup` (or source ROS 2)")
+
+from geometry_msgs.msg import Point  # noqa: E402
+from moonseg3r_msgs.msg import Instance  # noqa: E402
+from moonseg3r_msgs.srv import QueryInstances  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,  # noqa: E402
+                             ObjectHypothesisWithPose)
+
+NS = "/moonseg3r_nav_interfaces_test"
+DEADLINE_S = 60.0  # failure deadline for discovery on a loaded machine (not a timing test)
+
+# The upstream vision_msgs 4.x layouts (ros-perception/vision_msgs, ros2 branch); a consumer built
+# against the real package deserialises our messages only if names, types and order all match.
+UPSTREAM_LAYOUTS = {
+    ObjectHypothesis: [("class_id", "string"), ("score", "double")],
+    ObjectHypothesisWithPose: [("hypothesis", "vision_msgs/ObjectHypothesis"),
+                               ("pose", "geometry_msgs/PoseWithCovariance")],
+    BoundingBox3D: [("center", "geometry_msgs/Pose"), ("size", "geometry_msgs/Vector3")],
+    Detection3D: [("header", "std_msgs/Header"), ("results", "sequence<vision_msgs/ObjectHypothesisWithPose>"),
+                  ("bbox", "vision_msgs/BoundingBox3D"), ("id", "string")],
+    Detection3DArray: [("header", "std_msgs/Header"), ("detections", "sequence<vision_msgs/Detection3D>")],
+}
+
+
+def sample_detections() -> Detection3DArray:
+    out = Detection3DArray(header=Header(frame_id="map"))
+    out.header.stamp.sec = 12
+    for i in (3, 7):
+        det = Detection3D(header=out.header, id=str(i))
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = "instance", 0.125 * i
+        hyp.pose.pose.position.x = float(i)
+        det.results.append(hyp)
+        det.bbox.center.position.x, det.bbox.center.orientation.w = float(i), 1.0
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = 0.5, 0.25 * i, 1.0
+        out.detections.append(det)
+    return out
+
+
+def answer(request: QueryInstances.Request) -> QueryInstances.Response:
+    """The peer's stand-in for the map: one instance per requested id, at x = id."""
+    resp = QueryInstances.Response(success=True, message=f"{len(request.ids)} of 10")
+    resp.header.frame_id = "map"
+    for i in request.ids:
+        resp.instances.append(Instance(id=i, centroid=Point(x=float(i)),
+                                       descriptor=[1.0, 2.0] if request.include_descriptors else []))
+    return resp
+
+
+def peer_main() -> None:
+    rclpy.init()
+    node = rclpy.create_node("nav_peer", namespace=NS)
+    pub = node.create_publisher(Detection3DArray, "detections", 10)
+    node.create_service(QueryInstances, "query_instances", lambda req, _resp: answer(req))
+    node.create_timer(0.1, lambda: pub.publish(sample_detections()))
+    print("peer ready", flush=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+
+
+def test_vision_msgs_have_the_upstream_layout():
+    for msg_type, layout in UPSTREAM_LAYOUTS.items():
+        assert list(msg_type.get_fields_and_field_types().items()) == layout, msg_type.__name__
+
+
+def test_occupancy_grid_and_query_service_fields():
+    grid = OccupancyGrid.get_fields_and_field_types()
+    assert grid == {"header": "std_msgs/Header", "info": "nav_msgs/MapMetaData", "data": "sequence<int8>"}
+    req = QueryInstances.Request.get_fields_and_field_types()
+    assert req == {"ids": "sequence<uint32>", "center": "geometry_msgs/Point", "radius": "float",
+                   "min_size": "float", "max_size": "float", "min_confidence": "float",
+                   "max_results": "uint32", "include_descriptors": "boolean"}
+    resp = QueryInstances.Response.get_fields_and_field_types()
+    assert resp == {"success": "boolean", "message": "string", "header": "std_msgs/Header",
+                    "instances": "sequence<moonseg3r_msgs/Instance>"}
+
+
+@pytest.fixture(scope="module")
+def peer():
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "peer"], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    print("peer output:\n" + (out or ""))
+
+
+@pytest.fixture
+def local_node():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("nav_test", namespace=NS, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def _spin_until(executor, done, peer_proc) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while not done() and time.monotonic() < end:
+        assert peer_proc.poll() is None, "peer process died (see its output below)"
+        executor.spin_once(timeout_sec=0.1)
+
+
+def test_detections_and_query_cross_processes(peer, local_node):
+    node, executor = local_node
+    received = []
+    node.create_subscription(Detection3DArray, "detections", received.append, 10)
+    _spin_until(executor, lambda: bool(received), peer)
+    assert received and received[0] == sample_detections()
+    assert [d.results[0].hypothesis.score for d in received[0].detections] == [0.375, 0.875]
+
+    client = node.create_client(QueryInstances, "query_instances")
+    _spin_until(executor, client.service_is_ready, peer)
+    future = client.call_async(QueryInstances.Request(ids=[4, 9], include_descriptors=False))
+    _spin_until(executor, future.done, peer)
+    resp = future.result()
+    assert resp is not None and resp.success and resp.message == "2 of 10"
+    assert [(inst.id, inst.centroid.x, list(inst.descriptor)) for inst in resp.instances] == [(4, 4.0, []), (9, 9.0, [])]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["peer"]:
+    peer_main()
