@@ -1,0 +1,161 @@
+"""Trained refiner weights: one safetensors file with eta (lifter), phi (decoder) and psi (pixel head).
+
+File layout (written by `moonseg3r train`, read by the pipeline through `refinement.weights`):
+    tensors   "lifter.<name>", "decoder.<name>", "pixel_head.<name>"  (the modules' state_dicts)
+    metadata  {"moonseg3r_refiner": JSON}  with
+              format "moonseg3r-refiner", version 1,
+              dims {dim, semantic_dim, geometric_dim, pixel_hidden, num_layers, num_heads, pos_frequencies},
+              features  the feature configuration the weights were trained for (`feature_signature`),
+              training  free-form facts about the run (steps, seed, data, losses).
+safetensors holds raw tensors and a JSON header only: loading never executes code.
+
+A file trained for another feature configuration (other backbone or F3d source, other widths, patch sizes or
+positional encoding) is refused with a message naming each differing setting (`check_features`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+FORMAT = "moonseg3r-refiner"
+VERSION = 1
+META_KEY = "moonseg3r_refiner"
+PARTS = ("lifter", "decoder", "pixel_head")
+
+
+class RefinerWeightsError(RuntimeError):
+    """Refiner weights missing, unreadable, of another format, or trained for another feature configuration."""
+
+
+@dataclass
+class RefinerWeights:
+    states: dict  # part name -> state_dict
+    meta: dict
+
+    @property
+    def dims(self) -> dict:
+        return self.meta["dims"]
+
+
+def geometric_feature_source(config: Any) -> str:
+    """What F3d is for this PipelineConfig: 'cut3r', 'recorded-normals-logdepth' or 'none'."""
+    geometry = config.geometry
+    if geometry.source == "cut3r":
+        return "cut3r"
+    return "recorded-normals-logdepth" if geometry.recorded_features else "none"
+
+
+def feature_signature(config: Any) -> dict:
+    """The settings of a PipelineConfig that trained weights depend on (compared on load)."""
+    features, geometry = config.features, config.geometry
+    signature = {"backbone": features.backbone, "dim": features.dim, "pos_frequencies": features.pos_frequencies,
+                 "pos_scale": features.pos_scale, "seed": config.seed, "f3d": geometric_feature_source(config)}
+    if features.backbone == "none":
+        signature["color_patch"] = features.color_patch
+    else:
+        signature["input_long_side"] = features.input_long_side
+    if signature["f3d"] == "recorded-normals-logdepth":
+        signature["feature_patch"] = geometry.feature_patch
+    return signature
+
+
+def check_features(meta: dict, config: Any, path: str = "") -> None:
+    """RefinerWeightsError naming every feature setting where `config` differs from what the file was trained for."""
+    trained = meta.get("features", {})
+    current = feature_signature(config)
+    differ = [f"{k}: trained {trained.get(k)!r}, configured {current.get(k)!r}"
+              for k in sorted(set(trained) | set(current)) if trained.get(k) != current.get(k)]
+    if differ:
+        raise RefinerWeightsError(f"refinement weights '{path}' were trained for another feature configuration "
+                                  f"({'; '.join(differ)}); use weights trained for these features, change the "
+                                  f"features to match, or set refinement.mode identity")
+
+
+def save_refiner(path: str | Path, modules: dict, dims: dict, features: dict, training: Optional[dict] = None) -> Path:
+    """modules {'lifter','decoder','pixel_head'} -> one safetensors file (written to .partial, then renamed)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{part}.{name}": value.detach().cpu().contiguous()
+               for part in PARTS for name, value in modules[part].state_dict().items()}
+    meta = {"format": FORMAT, "version": VERSION, "dims": dims, "features": features, "training": training or {}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    partial.replace(path)
+    return path
+
+
+def is_refiner_file(path: str | Path) -> bool:
+    """True when the file is a safetensors file carrying the refiner metadata."""
+    try:
+        return META_KEY in (_read_metadata(path) or {})
+    except (OSError, ValueError):
+        return False
+
+
+def _read_metadata(path: str | Path) -> Optional[dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def load_refiner(path: str | Path) -> RefinerWeights:
+    """Read a refiner file (see the module docstring); RefinerWeightsError with the reason when it cannot."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise RefinerWeightsError(f"refinement weights '{path}' do not exist")
+    try:
+        metadata = _read_metadata(path) or {}
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt headers
+        raise RefinerWeightsError(f"refinement weights '{path}' cannot be read as safetensors: {err}") from err
+    if META_KEY not in metadata:
+        raise RefinerWeightsError(f"refinement weights '{path}' are safetensors without the '{META_KEY}' metadata "
+                                  "(not written by `moonseg3r train`)")
+    try:
+        meta = json.loads(metadata[META_KEY])
+    except ValueError as err:
+        raise RefinerWeightsError(f"refinement weights '{path}': unreadable metadata: {err}") from err
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise RefinerWeightsError(f"refinement weights '{path}' have format {meta.get('format')!r} version "
+                                  f"{meta.get('version')!r}; this release reads {FORMAT!r} version {VERSION}")
+    states: dict = {part: {} for part in PARTS}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        if part not in states:
+            raise RefinerWeightsError(f"refinement weights '{path}': unexpected tensor '{key}'")
+        states[part][name] = value
+    return RefinerWeights(states, meta)
+
+
+def build_refiner_modules(weights: RefinerWeights, config: Any, semantic_dim: int, device: torch.device,
+                          path: str = "") -> tuple[Any, Any, dict]:
+    """(QueryDecoder in mode 'trained', PixelHead, lifter state_dict) from loaded weights, after checking that
+    they were trained for `config`'s features and this backbone's width (semantic_dim channels)."""
+    from moonseg3r_ros.core.pixel_head import PixelHead
+    from moonseg3r_ros.core.refinement import QueryDecoder
+
+    check_features(weights.meta, config, path)
+    dims = weights.dims
+    if int(dims["semantic_dim"]) != int(semantic_dim):
+        raise RefinerWeightsError(f"refinement weights '{path}' were trained for F2d with {dims['semantic_dim']} "
+                                  f"channels, the backbone gives {semantic_dim}")
+    head = PixelHead(int(dims["semantic_dim"]), int(dims["geometric_dim"]), int(dims["dim"]),
+                     int(dims["pixel_hidden"]))
+    decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
+                           run_untrained=True)
+    try:
+        head.load_state_dict(weights.states["pixel_head"], strict=True)
+        decoder.load_state_dict(weights.states["decoder"], strict=True)
+    except RuntimeError as err:
+        raise RefinerWeightsError(f"refinement weights '{path}' do not fit their own dims {dims}: {err}") from err
+    decoder.mode = "trained"
+    return decoder.to(device).eval(), head.to(device).eval(), weights.states["lifter"]

@@ -1,0 +1,188 @@
+"""The trainable refiner (eta, phi, psi) and its forward pass over a clip with the query index memory.
+
+Per frame t of a clip (in order), mirroring the pipeline's keyframe:
+    G_t   = psi(F2d_t, F3d_t)                                   D x h x w
+    q_t   = eta(mask-pooled F2d, F3d, centroids)                N x D
+    ctx_t = queries of the clip's bank for the ids visible in the memory from P_t (written by frames < t)
+    q'_t  = phi(q_t, G_t, ctx_t)
+    L_seg  += BCE+Dice(sigmoid(q'_t . G_t), M_t)
+    L_dist += Gram distillation of G_t against F2d_t and F3d_t
+    L_xseg += BCE+Dice(sigmoid(ctx_t . G_t), frame-t masks the retrieved ids' memory cells project into)
+then the memory and bank are updated with X_t and q'_t.
+
+Which frame-t masks a retrieved id "projects into" (`plan_clip`, geometry only, computed once per clip): the id
+claiming the memory cell of each valid pixel's 3D point (`QueryIndexMemory.ids_at`; that point is what the camera
+sees, so occluded cells claim nothing); mask m is assigned to the visible id that claims the most of its valid
+pixels when that is at least `assign_fraction` of them. The id's target is the union of its assigned masks.
+Assigned masks inherit the id (their cells and bank entry continue it); the others start new ids. The bank entry
+of an id is the running mean of the q' of its masks (the pipeline's QueryBank rule); `detach_memory` stops the
+gradient at the bank (the pipeline's bank holds plain arrays).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.lifting import fourier_encoding
+from moonseg3r_ros.core.memory import QueryIndexMemory
+from moonseg3r_ros.core.pixel_head import PixelHead, resample_to_grid
+from moonseg3r_ros.core.refinement import QueryDecoder
+from moonseg3r_ros.training.data import FrameRecord, make_lifter
+from moonseg3r_ros.training.losses import LossConfig, distillation_loss, mask_loss, total_loss
+
+
+@dataclass
+class ModelConfig:
+    pixel_hidden: int = 128  # hidden width of psi
+    detach_memory: bool = False  # stop gradients at the clip's query bank
+    assign_fraction: float = 0.5  # share of a mask's valid pixels an id must claim to be its target
+    use_context: bool = True  # feed the retrieved queries to phi (False: ablation without memory context)
+
+
+@dataclass
+class FramePlan:
+    """Geometry-only bookkeeping of one clip frame (see the module docstring)."""
+
+    visible: list  # ids retrieved from the memory, ascending
+    targets: dict  # id -> indices of the frame's masks assigned to it
+    mask_ids: np.ndarray  # N int64 id of each mask (inherited or new)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str = "moonseg3r"):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class Refiner(nn.Module):
+    """eta (QueryLifter), phi (QueryDecoder), psi (PixelHead) for one feature configuration."""
+
+    def __init__(self, config: PipelineConfig, semantic_dim: int, geometric_dim: int, model: ModelConfig):
+        super().__init__()
+        dim = config.features.dim
+        self.config, self.model_config = config, model
+        self.lifter = make_lifter(config, semantic_dim, geometric_dim)
+        self.pixel_head = PixelHead(semantic_dim, geometric_dim, dim, model.pixel_hidden, seed=config.seed)
+        with _quiet():
+            self.decoder = QueryDecoder(dim, dim, config.refinement.num_layers, config.refinement.num_heads,
+                                        run_untrained=True, seed=config.seed)
+        self.decoder.mode = "trained"
+
+    def lift(self, record: FrameRecord) -> torch.Tensor:
+        """q_t N x D from the record's pooled inputs (= QueryLifter.forward's queries)."""
+        lifter = self.lifter
+        device = lifter.semantic_proj.weight.device
+        query = lifter.semantic_proj(torch.from_numpy(record.pooled_2d).to(device))
+        if lifter.geometric_proj is not None and record.pooled_3d is not None:
+            query = query + lifter.geometric_proj(torch.from_numpy(record.pooled_3d).to(device))
+        position = torch.from_numpy(record.centroids).to(device)
+        return query + lifter.position_proj(fourier_encoding(position, lifter.pos_bands))
+
+    def frame_tensors(self, record: FrameRecord) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        device = self.lifter.semantic_proj.weight.device
+        f2d = torch.from_numpy(record.features_2d).to(device)
+        f3d = None
+        if record.features_3d is not None and self.pixel_head.geometric_dim:
+            f3d = torch.from_numpy(record.features_3d).to(device)
+        return f2d, f3d
+
+    def clip_losses(self, clip: list[FrameRecord], plans: list[FramePlan], loss: LossConfig,
+                    generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+        """Mean L_seg, L_dist, L_xseg over the clip's frames (L_xseg over frames with targets) and the total."""
+        bank: dict[int, tuple[torch.Tensor, int]] = {}
+        seg, dist, xseg = [], [], []
+        window = self.config.memory.bank_average_window
+        for record, plan in zip(clip, plans):
+            f2d, f3d = self.frame_tensors(record)
+            pixels = self.pixel_head(f2d, f3d)
+            queries = self.lift(record)
+            context_ids = [i for i in plan.visible if i in bank]
+            context = torch.stack([bank[i][0] for i in context_ids]) if context_ids else None
+            if context is not None and self.model_config.detach_memory:
+                context = context.detach()
+            refined = self.decoder(queries, pixels, context if self.model_config.use_context else None).queries
+            masks = record.mask_tensor()
+            seg.append(mask_loss(refined, pixels, masks, loss, generator))
+            f3d_grid = None if f3d is None else resample_to_grid(f3d, f2d.shape[1], f2d.shape[2])
+            dist.append(distillation_loss(pixels, f2d, f3d_grid, loss, generator))
+            targeted = [k for k, i in enumerate(context_ids) if i in plan.targets]
+            if targeted:
+                target = torch.stack([masks[plan.targets[context_ids[k]]].any(dim=0) for k in targeted])
+                xseg.append(mask_loss(context[targeted], pixels, target, loss, generator))
+            for instance_id in np.unique(plan.mask_ids).tolist():
+                members = torch.from_numpy(np.flatnonzero(plan.mask_ids == instance_id))
+                observed = refined[members].mean(dim=0)
+                old, count = bank.get(instance_id, (None, 0))
+                weight = 1.0 / min(count + 1, window)
+                bank[instance_id] = (observed if old is None else (1 - weight) * old + weight * observed, count + 1)
+        zero = seg[0] * 0.0
+        out = {"seg": torch.stack(seg).mean(), "dist": torch.stack(dist).mean(),
+               "xseg": torch.stack(xseg).mean() if xseg else zero}
+        out["total"] = total_loss(out["seg"], out["dist"], out["xseg"], loss)
+        return out
+
+
+def plan_clip(clip: list[FrameRecord], config: PipelineConfig, assign_fraction: float) -> list[FramePlan]:
+    """FramePlans of a clip (module docstring): memory retrieval, mask-to-id assignment and new ids."""
+    memory = QueryIndexMemory(config.memory.voxel_size, config.memory.occlusion_tolerance)
+    next_id, plans = 1, []
+    for record in clip:
+        height, width = record.shape
+        visible: list = []
+        if len(memory):
+            view = memory.retrieve(record.pose_c2w, record.intrinsics, height, width, depth_map=record.depth,
+                                   depth_valid=record.valid, max_ids=config.memory.max_contextual_queries)
+            visible = sorted(int(i) for i in view.ids)
+        labels = mask_labels(record)  # HxW int32 mask index + 1 (0 none), overlaps to the smaller mask
+        n = len(record.masks)
+        mask_ids = np.zeros(n, np.int64)
+        targets: dict = {}
+        if visible:
+            claimed = memory.ids_at(record.points_world[record.valid]).astype(np.int64)
+            owner = labels[record.valid].astype(np.int64)
+            hit = (owner > 0) & np.isin(claimed, visible)
+            pairs, counts = np.unique(np.stack([owner[hit] - 1, claimed[hit]]), axis=1, return_counts=True)
+            totals = np.bincount(owner[owner > 0] - 1, minlength=n)
+            for m in range(n):
+                mine = pairs[0] == m
+                if not mine.any():
+                    continue
+                best = int(np.argmax(np.where(mine, counts, -1)))
+                if counts[best] >= assign_fraction * max(totals[m], 1):
+                    mask_ids[m] = int(pairs[1, best])
+                    targets.setdefault(int(pairs[1, best]), []).append(m)
+        for m in np.flatnonzero(mask_ids == 0):
+            mask_ids[m] = next_id
+            next_id += 1
+        next_id = max(next_id, int(mask_ids.max(initial=0)) + 1)
+        plans.append(FramePlan(visible, {k: torch.tensor(v) for k, v in targets.items()}, mask_ids))
+        stride = config.integrate_stride
+        sub_valid = record.valid[::stride, ::stride]
+        table = np.r_[0, mask_ids]
+        memory.update(record.points_world[::stride, ::stride][sub_valid],
+                      table[labels[::stride, ::stride][sub_valid]])
+    return plans
+
+
+def mask_labels(record: FrameRecord) -> np.ndarray:
+    """HxW int32: index + 1 of the mask covering each pixel (smallest mask on overlaps), 0 = none."""
+    masks = record.masks
+    if masks.labels is not None:
+        return masks.labels.astype(np.int32)
+    stack = masks.masks
+    labels = np.zeros(stack.shape[1:], np.int32)
+    for m in np.argsort(-masks.areas(), kind="stable"):
+        labels[stack[m]] = m + 1
+    return labels
