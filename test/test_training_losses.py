@@ -1,0 +1,114 @@
+"""The training losses with hand-checkable values (moonseg3r_ros/training/losses.py)."""
+import math
+
+import pytest
+import torch
+
+from moonseg3r_ros.core.pixel_head import PixelHead, frame_features, mask_logits
+from moonseg3r_ros.training.losses import (LossConfig, bce_dice, distillation_loss, logits_at, mask_loss,
+                                           normalized_gram, total_loss)
+
+
+def block_masks() -> torch.Tensor:
+    """2 x 8 x 8: left half, right half."""
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :, :4] = True
+    masks[1, :, 4:] = True
+    return masks
+
+
+def perfect_pixels(masks: torch.Tensor, margin: float = 40.0) -> torch.Tensor:
+    """G (N x H x W) whose one-hot queries give logits +-margin exactly on the masks."""
+    dim = masks.shape[0]
+    return margin * math.sqrt(dim) * (2 * masks.float() - 1)
+
+
+def test_perfect_prediction_gives_zero_seg_loss_and_wrong_is_large():
+    masks = block_masks()
+    queries = torch.eye(2)
+    pixels = perfect_pixels(masks)
+    dense = LossConfig(points=0)
+    assert mask_loss(queries, pixels, masks, dense).item() < 1e-6
+    # point sampling on a grid of the same size: the sampled logits are bilinear mixes only across the boundary
+    sampled = mask_loss(queries, pixels, masks, LossConfig(points=512), torch.Generator().manual_seed(0))
+    assert sampled.item() < 0.2
+    inverted = mask_loss(queries, -pixels, masks, dense)
+    assert inverted.item() > 30  # BCE ~ 40 per pixel, Dice ~ 1
+
+
+def test_bce_and_dice_values_by_hand():
+    logits = torch.zeros(1, 4)
+    targets = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    bce, dice = bce_dice(logits, targets)
+    assert bce.item() == pytest.approx(math.log(2), abs=1e-6)  # sigmoid(0) = 1/2 everywhere
+    assert dice.item() == pytest.approx(1 - (2 * 1.0 + 1) / (2.0 + 2.0 + 1), abs=1e-6)  # sum p t = 1, sum p = 2
+    bce_w, dice_w = bce_dice(logits, targets, bce_weight=2.0, dice_weight=0.5)
+    assert bce_w.item() == pytest.approx(2 * math.log(2), abs=1e-6)
+    assert dice_w.item() == pytest.approx(0.5 * 0.4, abs=1e-6)
+
+
+def test_logits_are_sampled_bilinearly_at_pixel_positions():
+    logits = torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])  # 1 x 2 x 2 patch grid over a 4 x 4 image
+    points = torch.tensor([[1.0, 1.0], [3.0, 3.0], [2.0, 2.0]])  # (row, col): two patch centres and the middle
+    values = logits_at(logits, points, 4, 4)
+    torch.testing.assert_close(values, torch.tensor([[0.0, 6.0, 3.0]]))
+
+
+def test_mask_logits_are_dot_products_scaled_by_sqrt_dim():
+    queries = torch.tensor([[1.0, 2.0, 0.0, 0.0]])
+    pixels = torch.ones(4, 1, 3)
+    torch.testing.assert_close(mask_logits(queries, pixels), torch.full((1, 1, 3), 3.0 / 2.0))
+
+
+def test_identical_gram_matrices_give_zero_distillation():
+    torch.manual_seed(0)
+    f2d = torch.randn(5, 3, 4)
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5))
+    rotated = (rotation @ f2d.reshape(5, -1)).reshape(5, 3, 4)  # same cosines between patches
+    config = LossConfig(center=False)
+    assert distillation_loss(f2d, f2d, f2d, config).item() < 1e-10
+    assert distillation_loss(3.0 * rotated, f2d, f2d, config).item() < 1e-10
+    centred = LossConfig(center=True)
+    assert distillation_loss(rotated + 0.0, f2d, None, centred).item() < 1e-10
+    assert distillation_loss(torch.randn(5, 3, 4), f2d, f2d, config).item() > 0.05
+
+
+def test_distillation_value_by_hand_and_undefined_f3d_patches_left_out():
+    config = LossConfig(center=False)
+    f2d = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 1, 2)  # two orthogonal patches: Gram = I
+    g = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).reshape(2, 1, 2)  # two equal patches: Gram = all ones
+    # || ones - I ||_F^2 / 4 entries = 2 / 4
+    assert distillation_loss(g, f2d, None, config).item() == pytest.approx(0.5, abs=1e-6)
+    f3d_undefined = torch.zeros(3, 1, 2)  # no valid geometry anywhere: the 3D term is left out
+    assert distillation_loss(g, f2d, f3d_undefined, config).item() == pytest.approx(0.5, abs=1e-6)
+    f3d = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]).reshape(3, 1, 2)  # the 3D Gram equals G's
+    assert distillation_loss(g, f2d, f3d, config).item() == pytest.approx(0.5, abs=1e-6)
+    f3d_orth = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).reshape(3, 1, 2)
+    assert distillation_loss(g, f2d, f3d_orth, config).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_normalized_gram_is_cosine_matrix():
+    x = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    gram = normalized_gram(x, center=False)
+    torch.testing.assert_close(gram, torch.tensor([[1.0, 1 / math.sqrt(2)], [1 / math.sqrt(2), 1.0]]))
+
+
+def test_total_uses_the_configured_weights():
+    config = LossConfig()
+    assert (config.seg_weight, config.dist_weight, config.xseg_weight) == (1.0, 0.1, 0.5)  # the paper's
+    total = total_loss(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(4.0), config)
+    assert total.item() == pytest.approx(2.0 + 0.3 + 2.0)
+    other = LossConfig(seg_weight=0.0, dist_weight=1.0, xseg_weight=0.0)
+    assert total_loss(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(4.0), other).item() == pytest.approx(3.0)
+
+
+def test_pixel_head_reads_f3d_resampled_onto_the_f2d_grid():
+    f2d = torch.zeros(2, 4, 4)
+    f3d = torch.arange(4.0).reshape(1, 2, 2)  # coarser grid: each F3d cell covers 2x2 F2d cells
+    features = frame_features(f2d, f3d)
+    assert features.shape == (3, 4, 4)
+    torch.testing.assert_close(features[2], torch.tensor([[0.0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]))
+    head = PixelHead(2, 1, 8, hidden=16)
+    assert head(f2d, f3d).shape == (8, 4, 4)
+    with pytest.raises(ValueError, match="F3d"):
+        head(f2d, None)
