@@ -121,6 +121,40 @@ class MapConfig:
 
 
 @dataclass
+class OccupancyConfig:
+    """The 2D navigation outputs derived from the map (core/occupancy.py): an occupancy grid on the ground."""
+
+    rate: float = param(1.0, "OccupancyGrid publishing rate in Hz (0 = after every keyframe).", 0.0, 1000.0)
+    resolution: float = param(0.05, "Grid cell size (m or scene units).", 1e-3, 100.0)
+    band_min: float = param(0.05, "Lowest height above the ground plane of an obstacle point.", -1e3, 1e3)
+    band_max: float = param(1.5, "Highest height above the ground plane of an obstacle point.", -1e3, 1e3)
+    floor_tolerance: float = param(0.03, "Points within this height of the ground plane are floor: their cells "
+                                         "are free unless an obstacle is there.", 0.0, 1e3)
+    obstacle_points: str = param("all", "Which points in the band are obstacles: 'all' (instances and unassigned "
+                                        "geometry such as walls) or 'instances' (only points with an instance id).",
+                                 choices=("all", "instances"))
+    min_obstacle_size: float = param(0.0, "Instances whose largest box edge is below this are not obstacles "
+                                          "(0 = no lower bound).", 0.0, 1e4)
+    max_obstacle_size: float = param(0.0, "Instances whose largest box edge is above this are not obstacles "
+                                          "(0 = no upper bound).", 0.0, 1e4)
+    floor_fraction: float = param(0.8, "An instance with at least this fraction of its points on the floor is the "
+                                       "floor/support plane: its points mark free cells, never obstacles.", 0.0, 1.0)
+    min_cell_points: int = param(1, "Obstacle points a cell needs to be occupied.", 1, 1_000_000)
+    ground: str = param("plane", "Ground plane: 'plane' (normal 'up' at height 'ground_height') or 'fit' (the "
+                                 "largest plane within fit_max_tilt of 'up', fitted to the map's points).",
+                        choices=("plane", "fit"))
+    up: list = field(default_factory=lambda: [0.0, 0.0, 1.0], metadata={
+        "description": "Up direction of the map frame [x, y, z] (REP 103 maps: z up).",
+        "range": (None, None), "choices": None})
+    ground_height: float = param(0.0, "Height of the ground plane along 'up' (ground 'plane').", -1e4, 1e4)
+    fit_max_tilt: float = param(20.0, "Ground 'fit': largest angle between the fitted plane's normal and 'up' "
+                                      "(degrees).", 0.0, 90.0)
+    margin: float = param(0.25, "Unknown border added around the observed area.", 0.0, 1e3)
+    max_cells: int = param(4000, "Largest grid side in cells; a larger observed area is cropped around the "
+                                 "median point (cropped points are counted).", 1, 100_000)
+
+
+@dataclass
 class PipelineConfig:
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
@@ -129,6 +163,7 @@ class PipelineConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
     map: MapConfig = field(default_factory=MapConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     keyframe_interval: int = param(10, "Masks and association run every N-th frame (paper: 10 ScanNet, "
                                        "20 SceneNN); geometry runs every frame.", 1, 10_000)
     device: str = param("auto", "Torch device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
