@@ -43,7 +43,7 @@ def test_preprocess_normalises_like_imgnorm_and_accepts_encodings():
     expected = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None]
     assert torch.equal(img, expected)  # no resize needed: exact
     assert img.min() >= -1 and img.max() <= 1
-    gray16 = (rgb[..., 0].astype(np.uint16) << 8)
+    gray16 = rgb[..., 0].astype(np.uint16) * 257  # the one uint16 rule: round(x / 257)
     img16, _ = preprocess_image(gray16)
     assert torch.equal(img16[0, 0], expected[0, 0]) and torch.equal(img16[0, 1], expected[0, 0])
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)

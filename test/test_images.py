@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from moonseg3r_ros.core.images import ImageError, to_rgb8
+from moonseg3r_ros.core.images import ImageError, to_rgb8, uint16_to_uint8
 
 
 def test_rgb8_passthrough_is_a_copy():
@@ -21,6 +21,13 @@ def test_bgr_and_bgra_are_swapped():
     assert out[0, 0].tolist() == [30, 0, 10]
     bgra = np.concatenate([image, np.full((2, 2, 1), 255, np.uint8)], axis=2)
     assert to_rgb8(bgra, "bgra8")[1, 1].tolist() == [30, 0, 10]
+
+
+def test_uint16_rule_rounds_to_nearest_of_257():
+    every = np.arange(65536, dtype=np.uint16)
+    expected = np.floor(every.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    assert np.array_equal(uint16_to_uint8(every), expected)
+    assert uint16_to_uint8(np.array([128, 129, 65280, 65535], np.uint16)).tolist() == [0, 1, 254, 255]
 
 
 def test_mono_16bit_and_float():

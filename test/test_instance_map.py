@@ -6,7 +6,8 @@ import open3d as o3d
 import pytest
 
 from moonseg3r_ros.core.config import MapConfig
-from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord, MapFileError, instance_color
+from moonseg3r_ros.core.colors import instance_color
+from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord, MapFileError
 
 
 def _cfg(**kw):

@@ -52,13 +52,18 @@ def _check_shape(array: np.ndarray, max_pixels: int) -> np.ndarray:
     return array
 
 
+def uint16_to_uint8(array: np.ndarray) -> np.ndarray:
+    """uint16 array (any shape) -> uint8 of the same shape, round(x / 257) so that 65535 -> 255 exactly."""
+    return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint16:
-        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        return uint16_to_uint8(array)
     if np.issubdtype(array.dtype, np.integer):
         if array.min() < 0 or array.max() > 255:
             raise ImageError(f"integer image of dtype {array.dtype} has values outside [0, 255] "

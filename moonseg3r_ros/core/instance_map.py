@@ -29,7 +29,6 @@ Files
 """
 from __future__ import annotations
 
-import colorsys
 import dataclasses
 import json
 import os
@@ -43,24 +42,16 @@ import torch
 from scipy.spatial import cKDTree
 
 from . import kernels
+from .colors import instance_color
 from .config import MapConfig
 from .memory import VoxelHash, dense_groups, majority_of_groups, voxel_keys
 
 FORMAT_VERSION = 1
 _MAGIC = "moonseg3r-instance-map"
-_GOLDEN = 0.618033988749895
 
 
 class MapFileError(Exception):
     """A saved instance map cannot be read (missing, corrupt, truncated or of another format version)."""
-
-
-def instance_color(instance_id: int) -> np.ndarray:
-    """Stable distinct rgb float[3] in [0, 1] per id (golden-ratio hue); id 0 is grey."""
-    if instance_id == 0:
-        return np.array([0.5, 0.5, 0.5])
-    hue = (instance_id * _GOLDEN) % 1.0
-    return np.array(colorsys.hsv_to_rgb(hue, 0.65, 0.95))
 
 
 @dataclass(eq=False)

@@ -10,7 +10,7 @@ __all__ = ["Cut3r", "Cut3rConfig", "build_cut3r"]
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint  # noqa: E402
 
 __all__ += ["CheckpointError", "load_checkpoint", "read_checkpoint"]
-from .preprocess import PreprocessInfo, as_rgb_uint8, official_geometry, preprocess_image, to_input_grid  # noqa: E402
+from .preprocess import PreprocessInfo, official_geometry, preprocess_image, to_input_grid  # noqa: E402
 from .stream import Cut3rStream  # noqa: E402
 
-__all__ += ["Cut3rStream", "PreprocessInfo", "as_rgb_uint8", "official_geometry", "preprocess_image", "to_input_grid"]
+__all__ += ["Cut3rStream", "PreprocessInfo", "official_geometry", "preprocess_image", "to_input_grid"]

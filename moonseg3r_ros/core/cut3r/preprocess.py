@@ -13,6 +13,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from moonseg3r_ros.core.images import to_rgb8
+
 
 @dataclass(frozen=True)
 class PreprocessInfo:
@@ -23,31 +25,6 @@ class PreprocessInfo:
     crop_top: int
     crop_left: int
     crop_hw: tuple[int, int]
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """HxW / HxWx1 / HxWx3 / HxWx4 image (uint8, uint16, bool or float in [0, 1]) -> HxWx3 uint8 RGB."""
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {array.shape}")
-    array = array[..., :3]
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"empty image of shape {array.shape}")
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype == np.uint16:
-        return (array >> 8).astype(np.uint8)
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError("image has non-finite values")
-        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    raise ValueError(f"unsupported image dtype {array.dtype}")
 
 
 def official_geometry(height: int, width: int, long_side: int = 512, patch: int = 16,
@@ -68,8 +45,8 @@ def official_geometry(height: int, width: int, long_side: int = 512, patch: int 
 
 def preprocess_image(image: np.ndarray, long_side: int = 512, device: torch.device | str = "cpu",
                      square_ok: bool = False) -> tuple[torch.Tensor, PreprocessInfo]:
-    """Any image -> (1x3xhxw float32 in [-1, 1] on `device`, PreprocessInfo)."""
-    rgb = as_rgb_uint8(image)
+    """Any image `images.to_rgb8` accepts -> (1x3xhxw float32 in [-1, 1] on `device`, PreprocessInfo)."""
+    rgb = to_rgb8(image)
     info = official_geometry(rgb.shape[0], rgb.shape[1], long_side, square_ok=square_ok)
     pil = PIL.Image.fromarray(rgb)
     if info.resized_hw != info.input_hw:
