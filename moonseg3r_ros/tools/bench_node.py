@@ -12,7 +12,8 @@
                                              [--cloud-points 1000000] [--skip-node] [--json out.json]
 
 DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of its own are set
-when not already set (the node process inherits them).
+when not already set (moonseg3r_ros.ros.dds; the node process inherits them). The node is driven by the
+same NodeProcess / NodeClient as the tests and `moonseg3r replay`.
 """
 from __future__ import annotations
 
@@ -28,11 +29,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from moonseg3r_ros.ros.dds import confine_dds
-
-
-def _local_dds() -> None:
-    # 215..232 are valid domain ids that the test suites (pid % 90 + 10) never pick.
-    confine_dds(lambda: 215 + os.getpid() % 18)
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -83,7 +79,9 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 
     from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
     from moonseg3r_ros.ros import conversions as conv
-    from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CONFIGURE, NodeProcess, TestClient
+    from moonseg3r_ros.ros.node_client import ACTIVATE, CONFIGURE, NodeClient
+    from moonseg3r_ros.ros.node_process import NodeProcess
+    from moonseg3r_ros.ros.testing import CAMERA_REMAPS
 
     params = {"geometry.source": "recorded", "masks.source": args.masks, "keyframe_interval": args.keyframe_interval,
               "queue_size": args.queue_size, "drop_policy": args.drop_policy, "input_reliability": "reliable",
@@ -95,7 +93,7 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     context = rclpy.context.Context()
     rclpy.init(context=context)
     proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, log_dir).start()
-    client = TestClient(context, "bench_node_client")
+    client = NodeClient(context, "bench_node_client")
     result: dict[str, Any] = {"params": params, "frames": args.frames, "rate_hz": args.rate,
                               "image": f"{args.width}x{args.height}"}
     try:
@@ -194,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--log-dir", help="keep the node's log and parameter file here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    _local_dds()
+    confine_dds()
     figures: dict[str, Any] = {"domain_id": os.environ["ROS_DOMAIN_ID"], "cpu_threads": os.cpu_count()}
     if not args.skip_node:
         if args.log_dir:

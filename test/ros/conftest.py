@@ -1,13 +1,11 @@
 """Fixtures for the node tests: local-only DDS, an in-process rclpy context, and the node as a process.
 
 Every process started here inherits ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this session's own
-ROS_DOMAIN_ID (test/conftest.py sets them for the whole suite; the setdefault below covers running this
-folder alone).
+ROS_DOMAIN_ID: test/conftest.py sets them for the whole suite (pytest loads it before this file, also when
+only this folder runs), with moonseg3r_ros.ros.dds.confine_dds.
 """
 import os
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 70))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 import pytest  # noqa: E402
