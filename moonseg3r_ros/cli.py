@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 DISPATCH = {
     "replay": "moonseg3r_ros.tools.replay",
     "demo": "moonseg3r_ros.tools.demo",
-    "train": "moonseg3r_ros.tools.train",
+    "train": "moonseg3r_ros.training.main",
 }
 BENCH = {
     "cut3r": "moonseg3r_ros.tools.bench_cut3r",
@@ -32,7 +32,7 @@ BENCH = {
 HELP = {
     "replay": "replay a sequence or bag through the MoonSeg3R node/pipeline (moonseg3r_ros.tools.replay)",
     "demo": "run the demo on the embedded default scene (moonseg3r_ros.tools.demo)",
-    "train": "train the query decoder (moonseg3r_ros.tools.train)",
+    "train": "train the query refinement: lifter, decoder, pixel head (moonseg3r_ros.training)",
     "bench": "benchmarks: " + ", ".join(BENCH),
 }
 

@@ -13,7 +13,9 @@ then the memory and bank are updated with X_t and q'_t.
 Which frame-t masks a retrieved id "projects into" (`plan_clip`, geometry only, computed once per clip): the id
 claiming the memory cell of each valid pixel's 3D point (`QueryIndexMemory.ids_at`; that point is what the camera
 sees, so occluded cells claim nothing); mask m is assigned to the visible id that claims the most of its valid
-pixels when that is at least `assign_fraction` of them. The id's target is the union of its assigned masks.
+pixels that hit a visible id's cell when that is at least `assign_fraction` of them (and at least MIN_CLAIMED of
+the mask's valid pixels hit such a cell: the memory holds points of a sub-grid only, so not every pixel's cell is
+claimed). The id's target is the union of its assigned masks.
 Assigned masks inherit the id (their cells and bank entry continue it); the others start new ids. The bank entry
 of an id is the running mean of the q' of its masks (the pipeline's QueryBank rule); `detach_memory` stops the
 gradient at the bank (the pipeline's bank holds plain arrays).
@@ -38,11 +40,14 @@ from moonseg3r_ros.training.data import FrameRecord, make_lifter
 from moonseg3r_ros.training.losses import LossConfig, distillation_loss, mask_loss, total_loss
 
 
+MIN_CLAIMED = 0.1  # share of a mask's valid pixels that must fall in visible claimed cells to be assigned
+
+
 @dataclass
 class ModelConfig:
     pixel_hidden: int = 128  # hidden width of psi
     detach_memory: bool = False  # stop gradients at the clip's query bank
-    assign_fraction: float = 0.5  # share of a mask's valid pixels an id must claim to be its target
+    assign_fraction: float = 0.5  # share of a mask's claimed pixels an id must hold to be its target
     use_context: bool = True  # feed the retrieved queries to phi (False: ablation without memory context)
 
 
@@ -155,12 +160,13 @@ def plan_clip(clip: list[FrameRecord], config: PipelineConfig, assign_fraction: 
             hit = (owner > 0) & np.isin(claimed, visible)
             pairs, counts = np.unique(np.stack([owner[hit] - 1, claimed[hit]]), axis=1, return_counts=True)
             totals = np.bincount(owner[owner > 0] - 1, minlength=n)
+            claimed_total = np.bincount(pairs[0], counts, minlength=n)
             for m in range(n):
                 mine = pairs[0] == m
-                if not mine.any():
+                if not mine.any() or claimed_total[m] < MIN_CLAIMED * totals[m]:
                     continue
                 best = int(np.argmax(np.where(mine, counts, -1)))
-                if counts[best] >= assign_fraction * max(totals[m], 1):
+                if counts[best] >= assign_fraction * claimed_total[m]:
                     mask_ids[m] = int(pairs[1, best])
                     targets.setdefault(int(pairs[1, best]), []).append(m)
         for m in np.flatnonzero(mask_ids == 0):

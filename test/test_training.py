@@ -1,0 +1,260 @@
+"""Training of the refiner: data, gradients, memory plan, exact resume, weights file, cache, config, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig
+from moonseg3r_ros.core.features import ColorFeatures
+from moonseg3r_ros.core.geometry import Cut3rGeometry, RecordedGeometry
+from moonseg3r_ros.core.masks import GroundTruthMasks
+from moonseg3r_ros.core.refiner_weights import (RefinerWeightsError, build_refiner_modules, feature_signature,
+                                                load_refiner)
+from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
+from moonseg3r_ros.training.config import from_dict, load_config
+from moonseg3r_ros.training.data import attach_lifter_inputs, build_records, load_cache, save_cache
+from moonseg3r_ros.training.model import ModelConfig, Refiner, plan_clip
+from moonseg3r_ros.training.trainer import Trainer, lr_at
+
+WIDTH, HEIGHT = 96, 72
+
+
+def tiny_pipeline(**extra) -> dict:
+    values = {"device": "cpu", "geometry.recorded_features": True, "geometry.feature_patch": 8,
+              "masks.source": "ground_truth", "masks.min_mask_area": 20, "features.dim": 16,
+              "features.color_patch": 4, "refinement.num_heads": 2, "refinement.num_layers": 2}
+    values.update(extra)
+    return values
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_scene(SceneSpec(seed=3, num_frames=12, width=WIDTH, height=HEIGHT, num_objects=4,
+                                    orbit_degrees=30))
+
+
+@pytest.fixture(scope="module")
+def records(scene):
+    config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
+    sources = (RecordedGeometry(patch=8, with_features=True), GroundTruthMasks(min_area=20),
+               ColorFeatures(4))
+    return build_records(scene.frames, config, frame_stride=2, sources=sources)
+
+
+def tiny_config(tmp_path, **optim) -> object:
+    values = {"pipeline": tiny_pipeline(), "data": {"clip_length": 3, "clip_stride": 1},
+              "model": {"pixel_hidden": 16}, "loss": {"points": 256},
+              "optim": {"steps": 4, "lr": 1e-3, "warmup_steps": 1, **optim},
+              "run": {"out_dir": str(tmp_path), "checkpoint_every": 2, "eval_ap": False, "progress": False,
+                      "keep_checkpoints": 0}}
+    return from_dict(values)
+
+
+def fresh(records):
+    """Copies of the records without the lifter inputs (each trainer attaches its own)."""
+    import copy
+    out = [copy.copy(r) for r in records]
+    for r in out:
+        r.pooled_2d = r.pooled_3d = r.centroids = None
+    return out
+
+
+def test_records_hold_frozen_outputs_of_every_stride_frame(records):
+    assert len(records) == 6  # frames 0, 2, ..., 10
+    first = records[0]
+    assert first.features_2d.shape == (4, HEIGHT // 4, WIDTH // 4)
+    assert first.features_3d.shape == (4, HEIGHT // 8, WIDTH // 8)
+    assert first.points_world.shape == (HEIGHT, WIDTH, 3) and first.valid.dtype == bool
+    assert all(isinstance(r.features_2d, np.ndarray) for r in records)  # no tensors, no graph
+    assert 3 <= len(first.masks) <= 8
+
+
+def test_lift_from_cached_inputs_equals_the_pipeline_lifter(records):
+    config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
+    model = Refiner(config, 4, 4, ModelConfig(pixel_hidden=16))
+    record = attach_lifter_inputs(fresh(records)[1], model.lifter)
+    expected = model.lifter(record.masks, torch.from_numpy(record.features_2d), torch.from_numpy(record.features_3d),
+                            record.points_world, record.valid).queries
+    torch.testing.assert_close(model.lift(record), expected)
+
+
+def test_gradients_reach_only_eta_phi_psi_never_cut3r_or_the_backbone(scene):
+    micro = dict(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=2, dec_num_heads=2,
+                 state_size=16, state_dec_num_heads=2, local_mem_size=8, ray_enc_num_heads=2, dpt_feature_dim=16,
+                 dpt_layer_dims=(8, 8, 8, 8), rgb_head=True, img_size=(64, 64))
+    torch.manual_seed(0)
+    cut3r = Cut3r(Cut3rConfig.from_official(micro)).eval()
+    config = from_dict({"pipeline": tiny_pipeline(**{"geometry.source": "cut3r", "geometry.image_long_side": 64,
+                                                     "geometry.min_confidence": 0.0,
+                                                     "geometry.max_depth": 1e4})}).pipeline_config()
+
+    class ConvBackbone(torch.nn.Module):  # a frozen 2D backbone with parameters
+        out_channels = 6
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 8, stride=8)
+
+        def extract(self, image):
+            return self.conv(torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255)[0]
+
+    backbone = ConvBackbone()
+    geometry = Cut3rGeometry(config.geometry, torch.device("cpu"), model=cut3r)
+    frames = [scene.frames[i] for i in range(4)]
+    records = build_records(frames, config, 1, sources=(geometry, GroundTruthMasks(min_area=20), backbone))
+    assert len(records) >= 2 and records[0].state_attention is not None
+    model = Refiner(config, 6, int(records[0].features_3d.shape[0]), ModelConfig(pixel_hidden=16))
+    for record in records:
+        attach_lifter_inputs(record, model.lifter)
+    plans = plan_clip(records, config, 0.5)
+    config_loss = from_dict({}).loss
+    losses = model.clip_losses(records, plans, config_loss, torch.Generator().manual_seed(0))
+    losses["total"].backward()
+    assert all(p.grad is None for p in cut3r.parameters())
+    assert all(p.grad is None for p in backbone.parameters())
+    for part in (model.lifter, model.decoder, model.pixel_head):
+        trained = [n for n, p in part.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+        assert trained, f"no gradient reached {type(part).__name__}"
+    lifter_grads = {n for n, p in model.lifter.named_parameters() if p.grad is not None}
+    assert {"semantic_proj.weight", "geometric_proj.weight", "position_proj.weight"} <= lifter_grads
+
+
+def test_plan_assigns_masks_to_the_ids_of_earlier_frames_of_the_same_object(scene, records):
+    config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
+    plans = plan_clip(records[:4], config, 0.5)
+    assert plans[0].visible == [] and plans[0].targets == {}
+    first_object = {}  # id -> GT object of the mask that created it
+    frames = [scene.frames[2 * i] for i in range(4)]
+    same, total = 0, 0
+    for frame, record, plan in zip(frames, records[:4], plans):
+        objects = [int(np.bincount(frame.instance_ids[m]).argmax()) for m in record.masks.masks]
+        for m, instance_id in enumerate(plan.mask_ids.tolist()):
+            if instance_id in first_object:
+                total += 1
+                same += first_object[instance_id] == objects[m]
+            else:
+                first_object[instance_id] = objects[m]
+        for instance_id, members in plan.targets.items():
+            assert instance_id in plan.visible
+            assert all(plan.mask_ids[int(m)] == instance_id for m in members)
+    assert total >= 6 and same == total  # ground-truth masks: every inherited id continues its own object
+
+
+def test_resume_gives_the_same_losses_and_weights(tmp_path, records):
+    straight = Trainer(tiny_config(tmp_path / "a"), [fresh(records)], [])
+    straight_result = straight.run(resume=False)
+    first = Trainer(tiny_config(tmp_path / "b", steps=4), [fresh(records)], [])
+    first.total_steps = 2  # stop halfway; the schedule still spans 4 steps
+    first_result = first.run(resume=False)
+    second = Trainer(tiny_config(tmp_path / "b"), [fresh(records)], [])
+    assert second.resume() and second.step == 2
+    second_result = second.run(resume=False)
+    losses = [step["total"] for step in first_result.losses + second_result.losses]
+    assert losses == [step["total"] for step in straight_result.losses]
+    assert len(set(losses)) == 4  # the losses change from step to step
+    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("step")
+
+
+def test_resume_without_rng_and_sampler_state_differs(tmp_path, records):
+    """The exact-resume test above can fail: restoring the model and optimiser alone is not enough."""
+    straight = Trainer(tiny_config(tmp_path / "a"), [fresh(records)], [])
+    straight.run(resume=False)
+    first = Trainer(tiny_config(tmp_path / "b"), [fresh(records)], [])
+    first.total_steps = 2
+    first.run(resume=False)
+    second = Trainer(tiny_config(tmp_path / "b"), [fresh(records)], [])
+    second.resume()
+    second.generator.manual_seed(99)  # what forgetting the sampling generator's state would do
+    second.run(resume=False)
+    assert any(not torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(),
+                                                     second.model.state_dict().values()))
+
+
+def test_learning_rate_is_cosine_from_lr_to_lr_min():
+    optim = from_dict({"optim": {"steps": 11, "lr": 1e-3, "lr_min": 1e-4, "warmup_steps": 0}}).optim
+    assert lr_at(0, optim) == pytest.approx(1e-3)
+    assert lr_at(5, optim) == pytest.approx(0.5 * (1e-3 + 1e-4))
+    assert lr_at(10, optim) == pytest.approx(1e-4)
+    warm = from_dict({"optim": {"steps": 11, "lr": 1e-3, "warmup_steps": 2}}).optim
+    assert lr_at(0, warm) == pytest.approx(0.5e-3) and lr_at(1, warm) == pytest.approx(1e-3)
+
+
+def test_weights_file_loads_into_the_pipeline_modules_and_refuses_other_features(tmp_path, records):
+    trainer = Trainer(tiny_config(tmp_path, steps=1), [fresh(records)], [])
+    trainer.run(resume=False)
+    path = tmp_path / "refiner.safetensors"
+    weights = load_refiner(path)
+    config = trainer.pipeline_config
+    assert weights.meta["features"] == feature_signature(config)
+    decoder, head, lifter_state = build_refiner_modules(weights, config, 4, torch.device("cpu"), str(path))
+    assert decoder.mode == "trained"
+    record = trainer.train_records[0][0]
+    f2d, f3d = torch.from_numpy(record.features_2d), torch.from_numpy(record.features_3d)
+    with torch.no_grad():
+        torch.testing.assert_close(head(f2d, f3d), trainer.model.pixel_head(f2d, f3d))
+        q = trainer.model.lift(record)
+        torch.testing.assert_close(decoder(q, head(f2d, f3d)).queries,
+                                   trainer.model.decoder(q, trainer.model.pixel_head(f2d, f3d)).queries)
+    for name, value in trainer.model.lifter.state_dict().items():
+        assert torch.equal(lifter_state[name], value)
+    other = from_dict({"pipeline": tiny_pipeline(**{"features.color_patch": 8,
+                                                    "geometry.recorded_features": False})}).pipeline_config()
+    with pytest.raises(RefinerWeightsError, match="another feature configuration.*color_patch.*f3d"):
+        build_refiner_modules(weights, other, 4, torch.device("cpu"), str(path))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04junk")
+    with pytest.raises(RefinerWeightsError, match="cannot be read"):
+        load_refiner(tmp_path / "junk.safetensors")
+    with pytest.raises(RefinerWeightsError, match="do not exist"):
+        load_refiner(tmp_path / "missing.safetensors")
+
+
+def test_cache_round_trip_and_pickle_refused(tmp_path, records):
+    path = tmp_path / "cache.npz"
+    save_cache(path, records[:2])
+    loaded = load_cache(path)
+    assert len(loaded) == 2
+    for a, b in zip(records[:2], loaded):
+        for name in ("pose_c2w", "intrinsics", "points_world", "depth", "valid", "features_2d", "features_3d"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(a.masks.masks, b.masks.masks)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, count=np.array(1), **{"0/pose_c2w": np.array([{"x": 1}], dtype=object)})
+    with pytest.raises(ValueError, match="pickle"):
+        load_cache(bad)
+
+
+def test_config_rejects_unknown_and_mistyped_keys(tmp_path):
+    with pytest.raises(ValueError, match="unknown key.*lr_max"):
+        from_dict({"optim": {"lr_max": 1.0}})
+    with pytest.raises(ValueError, match="unknown section"):
+        from_dict({"optimiser": {}})
+    with pytest.raises(ValueError, match="integer"):
+        from_dict({"optim": {"steps": "ten"}})
+    with pytest.raises(KeyError, match="features.nope"):
+        from_dict({"pipeline": {"features.nope": 1}})
+    path = tmp_path / "train.yaml"
+    path.write_text("loss:\n  dist_weight: 0.2\noptim:\n  steps: 7\n")
+    config = load_config(path)
+    assert config.loss.dist_weight == 0.2 and config.optim.steps == 7 and config.loss.seg_weight == 1.0
+
+
+def test_cli_trains_from_a_yaml_file(tmp_path, scene):
+    from moonseg3r_ros.cli import main
+
+    folder = scene.save(tmp_path / "scenes" / "tiny", image_format="png", progress=False)
+    config = {"pipeline": tiny_pipeline(), "data": {"train": [str(folder)], "frame_stride": 3, "clip_length": 2,
+                                                    "cache_dir": str(tmp_path / "cache")},
+              "model": {"pixel_hidden": 16}, "optim": {"steps": 2},
+              "run": {"out_dir": str(tmp_path / "out"), "eval_ap": False}}
+    (tmp_path / "train.yaml").write_text(json.dumps(config))  # JSON is YAML
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--quiet"]) == 0
+    assert load_refiner(tmp_path / "out" / "refiner.safetensors").meta["training"]["steps"] == 2
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    rows = (tmp_path / "out" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["total", "seg", "dist", "xseg", "lr"] or "total" in rows[0]
+    assert len(rows) == 3
