@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from moonseg3r_ros.ros.conversions import matrix_to_quaternion, quaternion_to_matrix
+from scipy.spatial.transform import Rotation
 
 
 class TfError(Exception):
@@ -101,9 +101,14 @@ def slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
 
 def _matrix(translation: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
     t = np.eye(4)
-    t[:3, :3] = quaternion_to_matrix(*quaternion)
+    t[:3, :3] = Rotation.from_quat(quaternion).as_matrix()
     t[:3, 3] = translation
     return t
+
+
+def _quaternion(rotation: np.ndarray) -> np.ndarray:
+    """3x3 rotation (re-orthonormalised) -> unit quaternion xyzw."""
+    return Rotation.from_matrix(rotation).as_quat()
 
 
 class TransformBuffer:
@@ -128,16 +133,17 @@ class TransformBuffer:
             if edge is not None and edge.parent != parent:
                 self.parent_changes += 1
             edge = self._edges[child] = _Edge(parent, static)
-        edge.insert(int(stamp_ns), m[:3, 3].copy(), matrix_to_quaternion(m[:3, :3]))
+        edge.insert(int(stamp_ns), m[:3, 3].copy(), _quaternion(m[:3, :3]))
         if not static:
             edge.prune(edge.stamps[-1] - self.cache_ns)
 
     def set_transform_msg(self, msg: Any, static: bool = False) -> None:
         """geometry_msgs/TransformStamped (e.g. one entry of a tf2_msgs/TFMessage)."""
         tr, ro = msg.transform.translation, msg.transform.rotation
-        m = np.eye(4)
-        m[:3, :3] = quaternion_to_matrix(ro.x, ro.y, ro.z, ro.w)
-        m[:3, 3] = (tr.x, tr.y, tr.z)
+        q = np.array([ro.x, ro.y, ro.z, ro.w], np.float64)
+        if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
+            raise ValueError(f"transform {msg.header.frame_id} -> {msg.child_frame_id}: invalid quaternion {q.tolist()}")
+        m = _matrix(np.array([tr.x, tr.y, tr.z], np.float64), q / np.linalg.norm(q))
         stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         self.set_transform(msg.header.frame_id, msg.child_frame_id, m, stamp_ns, static)
 
@@ -221,8 +227,6 @@ class Tf2RosBuffer:
         import tf2_ros
         from rclpy.time import Time
 
-        from moonseg3r_ros.ros.conversions import transform_msg_to_matrix
-
         try:
             msg = self.buffer.lookup_transform(target, source, Time(nanoseconds=int(stamp_ns or 0)))
         except tf2_ros.ExtrapolationException as exc:
@@ -231,7 +235,8 @@ class Tf2RosBuffer:
             raise TfConnectivityError(str(exc)) from exc
         except (tf2_ros.LookupException, tf2_ros.TransformException) as exc:
             raise TfLookupError(str(exc)) from exc
-        return transform_msg_to_matrix(msg)
+        tr, ro = msg.transform.translation, msg.transform.rotation
+        return _matrix(np.array([tr.x, tr.y, tr.z]), np.array([ro.x, ro.y, ro.z, ro.w]))
 
     def can_transform(self, target: str, source: str, stamp_ns: Optional[int] = None) -> bool:
         try:
