@@ -9,11 +9,16 @@ Built two ways (see README "How the workspace is put together"):
   lands in .venv/share (the ament index would find it before install/).
 """
 import sys
+import xml.etree.ElementTree as ET
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "moonseg3r_ros"
+# package.xml is the one source of the version, maintainer and license (ROS tools read it too).
+MANIFEST = ET.parse(Path(__file__).resolve().with_name("package.xml")).getroot()
+MAINTAINER = MANIFEST.find("maintainer")
 
 
 def share_files(folder: str) -> list[str]:
@@ -32,16 +37,17 @@ if "editable_wheel" in sys.argv:  # pip install -e . : code and console scripts 
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version=MANIFEST.findtext("version"),
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={f"{PACKAGE}.ros": ["*.xml"]},  # the Fast DDS profile of the tools
     data_files=data_files,
     install_requires=["setuptools"],
     zip_safe=True,
-    maintainer="moonseg3r maintainers",
-    maintainer_email="moonseg3r@example.com",
+    maintainer=MAINTAINER.text,
+    maintainer_email=MAINTAINER.get("email"),
     description="MoonSeg3R: monocular online 3D instance segmentation (ROS 2 node + ROS-free core)",
-    license="Apache-2.0",
+    license=MANIFEST.findtext("license"),
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [

@@ -3,4 +3,9 @@
 `moonseg3r_ros.core` is ROS-free (PyTorch/NumPy); `moonseg3r_ros.ros` is the thin ROS 2 layer.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the installed metadata, whose version setup.py reads from package.xml (the one version source)
+    __version__ = version("moonseg3r_ros")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"

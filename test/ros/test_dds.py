@@ -47,3 +47,33 @@ def test_fast_dds_parses_the_shipped_profile(ros_subprocess_env, tmp_path):
     broken.write_text(dds.FASTDDS_PROFILE.read_text().replace("heartbeat_period", "heartbeat_periodX"))
     done = _create_publisher_with_profile(broken, ros_subprocess_env)
     assert "XMLPARSER" in done.stderr
+
+
+def test_one_domain_id_rule_for_python_make_and_ci():
+    """dds.domain_id_for is the rule; the Makefile and .ci/run state the same one in shell arithmetic."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert dds.domain_id_for(1234) == 10 + 1234 % 90 == dds.DOMAIN_ID_OFFSET + 1234 % dds.DOMAIN_ID_MODULUS
+    assert all(10 <= dds.domain_id_for(pid) <= 99 for pid in range(0, 1000, 7))
+    pattern = re.compile(r"\$\$?\(\( *\$\$?(?:PPID|\$) *% *(\d+) *\+ *(\d+) *\)\)")
+    for name in ("Makefile", ".ci/run"):
+        found = pattern.findall((root / name).read_text())
+        assert found == [(str(dds.DOMAIN_ID_MODULUS), str(dds.DOMAIN_ID_OFFSET))], (name, found)
+    # The shell formula gives what the helper gives for the same pid.
+    shell = subprocess.run(["bash", "-c", "echo $$ $(( $$ % 90 + 10 ))"], capture_output=True, text=True, check=True)
+    pid, domain = map(int, shell.stdout.split())
+    assert dds.domain_id_for(pid) == domain
+    cli = subprocess.run([sys.executable, "-m", "moonseg3r_ros.ros.dds", str(pid)], capture_output=True, text=True)
+    assert cli.stdout.strip() == str(domain)
+
+
+def test_strict_confinement_overrides_the_shell(monkeypatch):
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
+    monkeypatch.setenv("ROS_STATIC_PEERS", "192.168.1.2")
+    monkeypatch.setenv("ROS_DOMAIN_ID", "")
+    chosen = dds.confine_dds(strict=True)
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and "ROS_STATIC_PEERS" not in os.environ
+    assert os.environ["ROS_DOMAIN_ID"] == str(dds.domain_id_for())
+    assert {"ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID"} <= set(chosen)
