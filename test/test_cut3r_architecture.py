@@ -9,7 +9,7 @@ import torch
 
 from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig
 
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "cut3r_reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "cut3r_reference"  # a copy of ../shared's, in the repo
 MANIFEST = REFERENCE / "state_dict_manifest_512_dpt.json"
 
 

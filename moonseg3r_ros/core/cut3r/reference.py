@@ -1,4 +1,5 @@
-"""The CUT3R reference data (../shared/cut3r_reference): the weight formula of the small test model and a
+"""The CUT3R reference data (test/data/cut3r_reference, a copy of ../shared/cut3r_reference without
+small_state_dict.pt): the weight formula of the small test model and a
 loader that assembles that model from `small_state_dict.pt` plus the regenerated DPT adapter tensors.
 
 Formula (README of the reference data), exact int64 on the C-order flat index i of each parameter:
@@ -57,13 +58,17 @@ def load_reference_config(reference_dir: str | Path) -> tuple[Cut3rConfig, dict]
 
 
 def load_reference_model(reference_dir: str | Path) -> Cut3r:
-    """The small reference model on CPU in float32, eval mode, with the stored plus regenerated weights."""
+    """The small reference model on CPU in float32, eval mode, with the stored plus regenerated weights.
+
+    Without `small_state_dict.pt` (the copy kept in test/data/ leaves it out: every stored tensor equals
+    the formula bit for bit) every tensor is regenerated."""
     config, _ = load_reference_config(reference_dir)
     model = Cut3r(config).eval()
-    stored = torch.load(Path(reference_dir) / "small_state_dict.pt", map_location="cpu", weights_only=True)
+    stored_path = Path(reference_dir) / "small_state_dict.pt"
+    stored = torch.load(stored_path, map_location="cpu", weights_only=True) if stored_path.exists() else {}
     state = dict(stored)
     for name, param in model.named_parameters():  # canonical names only (aliases share these tensors)
-        if name not in state and name.startswith(GENERATED_PREFIXES):
+        if name not in state and (not stored or name.startswith(GENERATED_PREFIXES)):
             state[name] = formula_tensor(name, param.shape)
     for name in model.state_dict():
         if name not in state and ".scratch.layer_rn." in name:  # alias keys -> canonical tensors
