@@ -18,7 +18,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not importable: run `make setup` (or source ROS 2)")
 
 from geometry_msgs.msg import Point  # noqa: E402
-from moonseg3r_msgs.msg import Instance  # noqa: E402
+from moonseg3r_msgs.msg import Instance, InstanceGrid  # noqa: E402
 from moonseg3r_msgs.srv import QueryInstances  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -85,13 +85,15 @@ def test_vision_msgs_have_the_upstream_layout():
         assert list(msg_type.get_fields_and_field_types().items()) == layout, msg_type.__name__
 
 
-def test_occupancy_grid_and_query_service_fields():
+def test_occupancy_grid_instance_grid_and_query_service_fields():
     grid = OccupancyGrid.get_fields_and_field_types()
     assert grid == {"header": "std_msgs/Header", "info": "nav_msgs/MapMetaData", "data": "sequence<int8>"}
     req = QueryInstances.Request.get_fields_and_field_types()
     assert req == {"ids": "sequence<uint32>", "center": "geometry_msgs/Point", "radius": "float",
                    "min_size": "float", "max_size": "float", "min_confidence": "float",
                    "max_results": "uint32", "include_descriptors": "boolean"}
+    assert InstanceGrid.get_fields_and_field_types() == {"header": "std_msgs/Header", "info": "nav_msgs/MapMetaData",
+                                                         "data": "sequence<uint32>"}
     resp = QueryInstances.Response.get_fields_and_field_types()
     assert resp == {"success": "boolean", "message": "string", "header": "std_msgs/Header",
                     "instances": "sequence<moonseg3r_msgs/Instance>"}
