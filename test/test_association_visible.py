@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moonseg3r_ros.core import association as assoc
-from moonseg3r_ros.core.memory import QueryIndexMemory
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
 
 from synthetic_runs import run_orbit_scene  # test/synthetic_runs.py
 

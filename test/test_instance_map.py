@@ -82,7 +82,7 @@ def test_voxel_count_bounded_over_100_reintegrations():
     assert m.nbytes < 200_000
 
 
-def test_merge_and_prune():
+def test_prune_small_and_stale():
     rng = np.random.default_rng(2)
     m = InstanceMap(_cfg())
     pts, colors, ids = _two_boxes(rng)
@@ -93,14 +93,11 @@ def test_merge_and_prune():
     m.set_descriptor(2, np.array([0.0, 1.0]))
     assert m.prune(now=10.0) == [7]  # one voxel < min_instance_points=2
     assert m.instance_ids().tolist() == [1, 2] and len(m) == 2001  # geometry stays, unassigned
-    m.merge_instances(1, 2)
-    (rec,) = m.instances()
-    assert rec.id == 1 and rec.point_count == 2000 and np.allclose(rec.descriptor, [0.5, 0.5])
-    assert m.prune(now=100.0, stale_after_s=50.0) == [1]
+    assert [r.point_count for r in m.instances()] == [1000, 1000]
+    assert m.prune(now=30.0, stale_after_s=50.0) == []
+    assert m.prune(now=100.0, stale_after_s=50.0) == [1, 2]
     assert m.instances() == []
     assert m.next_id() == 8  # never reused
-    with pytest.raises(ValueError, match="distinct"):
-        m.merge_instances(3, 3)
 
 
 def _populated_map():
@@ -125,7 +122,7 @@ def test_save_load_exact_round_trip(tmp_path):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     for name in m._slots:
         assert np.array_equal(m._col(name), loaded._col(name))
-    assert np.array_equal(loaded._hash.lookup(m._col("keys")), np.arange(len(m)))
+    assert np.array_equal(loaded._voxels.lookup(m._col("keys")), np.arange(len(m)))
     assert m.instances() == loaded.instances() and len(m.instances()) == 3
     assert loaded.config == m.config
     assert loaded.next_id() == m.next_id()

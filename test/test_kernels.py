@@ -8,7 +8,8 @@ import pytest
 from moonseg3r_ros.core import kernels
 from moonseg3r_ros.core.config import MapConfig
 from moonseg3r_ros.core.instance_map import InstanceMap
-from moonseg3r_ros.core.memory import QueryIndexMemory, VoxelHash
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
+from moonseg3r_ros.core.voxels import VoxelHash
 
 pytestmark = pytest.mark.skipif(not kernels.NUMBA_ENABLED, reason=kernels.DISABLED_REASON or "numba off")
 
@@ -36,7 +37,7 @@ def _run(numba_on, monkeypatch):
     for pts, colors, ids, conf, stamp in _stream(rng):
         instance_map.integrate(pts, colors, ids, stamp, confidences=conf)
         memory.update(pts[np.isfinite(pts).all(1)], ids[np.isfinite(pts).all(1)])
-    lookup = memory._hash.lookup(np.r_[memory._keys[: memory._n], np.arange(50, dtype=np.int64)])
+    lookup = memory._voxels.lookup(np.r_[memory._voxels.keys, np.arange(50, dtype=np.int64)])
     return instance_map, memory, lookup
 
 
@@ -45,7 +46,8 @@ def test_numba_and_numpy_paths_agree_exactly(monkeypatch, tmp_path):
     slow_map, slow_memory, slow_lookup = _run(False, monkeypatch)
     n = len(slow_map)
     assert len(fast_map) == n > 1000
-    for name in ("_keys", "_attrs", "_votes"):
+    assert fast_map._voxels.keys.tobytes() == slow_map._voxels.keys.tobytes()
+    for name in ("_attrs", "_votes"):
         assert getattr(fast_map, name)[:n].tobytes() == getattr(slow_map, name)[:n].tobytes(), name
     assert fast_map.instances() == slow_map.instances()
     assert (fast_map._votes[:n, 1] == 5).any() and fast_map._votes[:n, 1].max() == 5  # the cap was reached
@@ -84,7 +86,7 @@ def test_pipeline_stream_identical_with_and_without_kernels(monkeypatch):
         monkeypatch.setattr(kernels, "NUMBA_ENABLED", numba_on)
         _, pipe, assignments = run_orbit_scene(3, 8)
         m = pipe.instance_map
-        results.append((assignments, m._keys[: len(m)].tobytes(), m._attrs[: len(m)].tobytes(),
+        results.append((assignments, m._voxels.keys.tobytes(), m._attrs[: len(m)].tobytes(),
                         m._votes[: len(m)].tobytes(), pipe.memory._ids[: pipe.memory._n].tobytes(),
                         pipe.bank.ids().tolist()))
     assert results[0] == results[1]

@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from moonseg3r_ros.core.memory import (QueryBank, QueryIndexMemory, estimate_intrinsics, majority_per_group,
+from moonseg3r_ros.core.camera import estimate_intrinsics
+from moonseg3r_ros.core.query_bank import QueryBank
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
+from moonseg3r_ros.core.voxels import (VoxelHash, VoxelSlots, dense_groups, majority_of_groups, majority_per_group,
                                        pack_keys, unpack_keys, voxel_keys)
 
 K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
@@ -114,13 +117,12 @@ def test_update_majority_then_latest_wins_and_bounded():
     assert len(memory) <= np.unique(voxel_keys(scene, 0.1)).size
 
 
-def test_remove_and_relabel():
+def test_remove_releases_cells():
     memory = _memory_with([[0.05, 0, 2], [0.15, 0, 2], [0.25, 0, 2]], [1, 2, 3])
-    memory.relabel({2: 1})
-    assert sorted(memory.cells()[1].tolist()) == [1, 1, 3]
     memory.remove([3])
-    assert memory.ids().tolist() == [1] and len(memory) == 2
-    memory.relabel({1: 0})
+    assert memory.ids().tolist() == [1, 2] and len(memory) == 2
+    assert memory.ids_at(np.array([[0.25, 0, 2]])).tolist() == [0]
+    memory.remove([1, 2])
     assert len(memory) == 0
 
 
@@ -151,10 +153,8 @@ def test_query_bank_running_average_and_boxes():
     # window 2: third observation still weighs 1/2 (exponential average)
     bank.upsert([5], np.array([[1.0, 0.0]]), box_a[None])
     assert np.allclose(bank.get([5])[0][0], [0.75, 0.25])
-    bank.merge(5, 6)
-    q, _, b, c = bank.get([5])
-    assert np.allclose(q[0], 0.75 * np.array([0.75, 0.25]) + 0.25 * np.array([3, 3]))
-    assert c.tolist() == [4] and 6 not in bank and len(bank) == 1
+    bank.remove([6, 99])
+    assert bank.get([5])[3].tolist() == [3] and 6 not in bank and len(bank) == 1
     with pytest.raises(KeyError, match="no id 6"):
         bank.get([6])
     with pytest.raises(ValueError, match="state tokens"):
@@ -162,7 +162,6 @@ def test_query_bank_running_average_and_boxes():
 
 
 def test_voxel_hash_lookup_insert_growth_and_majority_helpers():
-    from moonseg3r_ros.core.memory import VoxelHash, dense_groups, majority_of_groups
     rng = np.random.default_rng(4)
     keys = np.unique(rng.integers(0, 1 << 40, 5000))
     table = VoxelHash(capacity=16)

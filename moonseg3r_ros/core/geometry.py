@@ -20,6 +20,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from moonseg3r_ros.core.camera import backproject, estimate_intrinsics, to_world
 from moonseg3r_ros.core.config import GeometryConfig
 from moonseg3r_ros.core.types import Frame, FrameGeometry
 
@@ -95,28 +96,6 @@ def depth_to_metres(depth: Any, height: int, width: int, depth_scale: float = 10
         cols = (np.arange(width) * metres.shape[1] // width).astype(np.int64)
         metres = metres[rows[:, None], cols[None, :]]
     return metres
-
-
-def backproject(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """HxW depth, 3x3 K -> HxWx3 float32 camera-frame points (pixel centres at integer coordinates)."""
-    height, width = depth.shape
-    u = np.arange(width, dtype=np.float32)
-    v = np.arange(height, dtype=np.float32)
-    x = (u[None, :] - np.float32(k[0, 2]) - np.float32(k[0, 1]) * (v[:, None] - np.float32(k[1, 2]))
-         / np.float32(k[1, 1])) / np.float32(k[0, 0])
-    y = (v[:, None] - np.float32(k[1, 2])) / np.float32(k[1, 1])
-    out = np.empty((height, width, 3), np.float32)
-    out[..., 0] = x * depth
-    out[..., 1] = np.broadcast_to(y, (height, width)) * depth
-    out[..., 2] = depth
-    return out
-
-
-def to_world(points_cam: np.ndarray, pose_c2w: np.ndarray) -> np.ndarray:
-    """HxWx3 camera points, 4x4 pose -> HxWx3 float32 world points."""
-    rot = pose_c2w[:3, :3].astype(np.float32)
-    trans = pose_c2w[:3, 3].astype(np.float32)
-    return (points_cam @ rot.T + trans).astype(np.float32, copy=False)
 
 
 def sanitize(points_cam: np.ndarray, points_world: np.ndarray, confidence: np.ndarray, max_depth: float,
@@ -210,7 +189,7 @@ class Cut3rGeometry:
     runs the encoder and decoders under autocast (the heads stay float32). Per frame:
     - pointmaps, confidence and `valid` on the input grid (pixels outside CUT3R's centre crop are invalid;
       `valid` also needs confidence >= min_confidence and 0 < depth <= max_depth);
-    - K: CUT3R predicts no intrinsics, so K is fitted to the camera pointmap (`memory.estimate_intrinsics`:
+    - K: CUT3R predicts no intrinsics, so K is fitted to the camera pointmap (`camera.estimate_intrinsics`:
       principal point at the image centre, one focal); memory retrieval and box visibility need it;
     - A_t (S x gh x gw) and F3d (C x gh x gw) on a patch grid ALIGNED WITH THE INPUT IMAGE: the model's patch
       grid covers only the centre crop of the resized image, so both are resampled (nearest) onto a grid of
@@ -279,11 +258,9 @@ class Cut3rGeometry:
 
 
 def estimate_camera(points_cam: np.ndarray, valid: np.ndarray, max_pixels: int = 20_000) -> np.ndarray:
-    """K fitted to an HxWx3 camera pointmap (`memory.estimate_intrinsics`, on a regular sub-grid of about
+    """K fitted to an HxWx3 camera pointmap (`camera.estimate_intrinsics`, on a regular sub-grid of about
     `max_pixels` of the valid pixels, in the pixel coordinates of the full grid). GeometryError when the
     pointmap admits no pinhole camera (non-positive focal: x/y do not grow with the pixel coordinates)."""
-    from moonseg3r_ros.core.memory import estimate_intrinsics
-
     stride = max(1, int(np.sqrt(valid.size / max_pixels)))
     sub_valid = np.zeros_like(valid)
     sub_valid[::stride, ::stride] = valid[::stride, ::stride]

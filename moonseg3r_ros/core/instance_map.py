@@ -3,7 +3,7 @@
 Storage
     One entry ("voxel") per occupied cell of size `MapConfig.voxel_size`, so memory grows with the scene,
     not with the number of frames. Voxels live in append-only slot arrays (capacity doubling) indexed by
-    a vectorised open-addressing hash of int64 keys (packed cell coordinates, see memory.VoxelHash); an
+    a vectorised open-addressing hash of int64 keys (packed cell coordinates, see voxels.VoxelSlots); an
     update never sorts the frame's points and never loops over points in Python.
 
 Per-voxel rules (`integrate`)
@@ -19,7 +19,6 @@ Per-voxel rules (`integrate`)
 
 Ids start at 1 and are never reused (`next_id()`; integrating an id >= the counter advances it).
 `prune` makes the voxels of tiny or stale instances unassigned (id 0); their geometry stays.
-`merge_instances(keep, drop)` relabels drop's voxels to keep.
 
 Files
     `save(path)` writes one uncompressed .npz (format version, magic, MapConfig as JSON, every array);
@@ -44,7 +43,7 @@ from scipy.spatial import cKDTree
 from . import kernels
 from .colors import instance_color
 from .config import MapConfig
-from .memory import VoxelHash, dense_groups, majority_of_groups, voxel_keys
+from .voxels import VoxelSlots, dense_groups, majority_of_groups, voxel_keys
 
 FORMAT_VERSION = 1
 _MAGIC = "moonseg3r-instance-map"
@@ -109,9 +108,8 @@ class InstanceMap:
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
-        self._n = 0
-        self._allocate(1024)
-        self._hash = VoxelHash()
+        self._voxels = VoxelSlots()
+        self._allocate(self._voxels.capacity)
         self._meta: dict[int, _Meta] = {}
         self._next_id = 1
 
@@ -119,8 +117,12 @@ class InstanceMap:
         return self._n
 
     @property
+    def _n(self) -> int:
+        return len(self._voxels)
+
+    @property
     def nbytes(self) -> int:
-        return int(self._keys.nbytes + self._attrs.nbytes + self._votes.nbytes + self._hash._table.nbytes)
+        return int(self._voxels.nbytes + self._attrs.nbytes + self._votes.nbytes)
 
     def next_id(self) -> int:
         """A fresh instance id (>= 1, never reused)."""
@@ -129,30 +131,21 @@ class InstanceMap:
         return new
 
     def _allocate(self, capacity: int) -> None:
-        """Zeroed storage for `capacity` voxels (the first self._n of the old storage copied over)."""
-        old = getattr(self, "_keys", None)
-        keys = np.zeros(capacity, np.int64)
+        """Zeroed per-voxel storage for `capacity` voxels (the old storage's used rows copied over)."""
         attrs = np.zeros((capacity, 8), np.float32)
         votes = np.zeros((capacity, 2), np.int32)
-        if old is not None and self._n:
-            keys[: self._n], attrs[: self._n], votes[: self._n] = (
-                self._keys[: self._n], self._attrs[: self._n], self._votes[: self._n])
-        self._keys, self._attrs, self._votes = keys, attrs, votes
+        old = getattr(self, "_attrs", None)
+        used = 0 if old is None else min(self._n, old.shape[0])
+        if used:
+            attrs[:used], votes[:used] = old[:used], self._votes[:used]
+        self._attrs, self._votes = attrs, votes
         self._attr_records = attrs.view(_ATTR_RECORD).reshape(-1)
         self._vote_records = votes.view(_VOTE_RECORD).reshape(-1)
-        self._slots = {"keys": keys}
-        self._slots.update({name: attrs[:, col] for name, col in _ATTR_COLUMNS.items()})
+        self._slots = {name: attrs[:, col] for name, col in _ATTR_COLUMNS.items()}
         self._slots.update({name: votes[:, col] for name, col in _VOTE_COLUMNS.items()})
 
     def _col(self, name: str) -> np.ndarray:
-        return self._slots[name][: self._n]
-
-    def _grow(self, extra: int) -> None:
-        need = self._n + extra
-        capacity = self._keys.shape[0]
-        if need <= capacity:
-            return
-        self._allocate(max(need, 2 * capacity))
+        return self._voxels.keys if name == "keys" else self._slots[name][: self._n]
 
     # ------------------------------------------------------------------------------------------ integrate
     def integrate(self, points_world: np.ndarray, colors: np.ndarray, instance_ids: np.ndarray, stamp: float,
@@ -198,19 +191,13 @@ class InstanceMap:
         return points, colors, ids.astype(np.int64, copy=False), conf
 
     def _slots_for(self, keys: np.ndarray) -> np.ndarray:
-        """Slot of every point's key, creating slots for keys not seen before."""
-        slots = self._hash.lookup(keys)
-        absent = slots < 0
-        if absent.any():
-            new_keys, inverse = np.unique(keys[absent], return_inverse=True)
-            self._grow(new_keys.size)
-            new_slots = np.arange(self._n, self._n + new_keys.size)
-            self._keys[new_slots] = new_keys
+        """Slot of every point's key, creating (zeroed) slots for keys not seen before."""
+        slots, new_slots = self._voxels.slots_for(keys)
+        if new_slots.size:
+            if self._voxels.capacity > self._attrs.shape[0]:
+                self._allocate(self._voxels.capacity)
             self._attrs[new_slots] = 0
             self._votes[new_slots] = 0
-            self._hash.insert(new_keys, new_slots)
-            self._n += new_keys.size
-            slots[absent] = new_slots[inverse.reshape(-1)]
         return slots
 
     def _fuse_means(self, slots, inverse, points, colors, conf) -> None:
@@ -309,27 +296,6 @@ class InstanceMap:
         self._next_id = max(self._next_id, int(instance_id) + 1)
 
     # ------------------------------------------------------------------------------------------ edits
-    def merge_instances(self, keep: int, drop: int) -> None:
-        """Relabel drop's voxels to keep; seen-times span both; descriptors average weighted by voxel count."""
-        if keep == drop or keep <= 0 or drop <= 0:
-            raise ValueError(f"merge_instances needs two distinct ids >= 1, got {keep}, {drop}")
-        ids = self._col("vote_id")
-        n_keep, n_drop = int((ids == keep).sum()), int((ids == drop).sum())
-        ids[ids == drop] = keep
-        a, b = self._meta.get(keep), self._meta.pop(drop, None)
-        if b is None:
-            return
-        if a is None:
-            self._meta[keep] = b
-            return
-        a.first_seen = float(np.fmin(a.first_seen, b.first_seen))
-        a.last_seen = float(np.fmax(a.last_seen, b.last_seen))
-        if a.descriptor.size == 0:
-            a.descriptor = b.descriptor
-        elif b.descriptor.size and a.descriptor.shape == b.descriptor.shape:
-            wa = n_keep / (n_keep + n_drop) if n_keep + n_drop else 0.5
-            a.descriptor = (wa * a.descriptor + (1 - wa) * b.descriptor).astype(np.float32)
-
     def prune(self, now: float, min_points: Optional[int] = None, stale_after_s: Optional[float] = None
               ) -> list[int]:
         """Unassign (id 0) the voxels of instances with < min_points voxels or unseen for > stale_after_s
@@ -478,12 +444,10 @@ class InstanceMap:
             raise MapFileError(f"{path}: duplicate or invalid voxel keys")
         if n == 0:
             return
-        self._allocate(max(n, 1024))
-        for name in _SLOT_ARRAYS:
+        self._voxels.restore(a["slot_keys"])
+        self._allocate(self._voxels.capacity)
+        for name in _SLOT_ARRAYS.keys() - {"keys"}:
             self._slots[name][:n] = a[f"slot_{name}"]
-        self._n = n
-        self._hash = VoxelHash(2 * n)
-        self._hash.insert(self._keys[:n], np.arange(n))
 
     def _restore_meta(self, a: dict[str, np.ndarray], path: str) -> None:
         ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]

@@ -35,6 +35,7 @@ import torch
 
 from moonseg3r_ros.core import association as assoc
 from moonseg3r_ros.core import kernels
+from moonseg3r_ros.core.camera import estimate_intrinsics, project_points
 from moonseg3r_ros.core.config import PipelineConfig, validate
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
@@ -42,7 +43,8 @@ from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
 from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
 from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks, subgrid_members
-from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory, estimate_intrinsics, project_points
+from moonseg3r_ros.core.query_bank import QueryBank
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refinement import QueryDecoder
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 

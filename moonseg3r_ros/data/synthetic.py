@@ -36,12 +36,12 @@ from typing import Optional
 
 import numpy as np
 
+from moonseg3r_ros.core.camera import look_at, pinhole
 from moonseg3r_ros.core.types import Frame
 from moonseg3r_ros.data.lazy import LazyFrames
 
 SHAPES = ("box", "cylinder", "sphere")  # label_id = index + 1
 LIGHT_DIR = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
-UP = np.array([0.0, 0.0, 1.0])
 
 
 @dataclass
@@ -177,18 +177,6 @@ def _quad_mesh(corners: np.ndarray):
 # Camera
 
 
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Camera-to-world 4x4 (optical frame: x right, y down, z forward) at `eye` looking at `target`."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, UP)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
-    return pose
-
-
 def camera_trajectory(spec: SceneSpec) -> np.ndarray:
     """Fx4x4 camera-to-world poses: an orbit with gentle variation of radius, height and target."""
     rng = np.random.default_rng(spec.seed + 7919)
@@ -209,8 +197,7 @@ def camera_trajectory(spec: SceneSpec) -> np.ndarray:
 
 def intrinsics_for(spec: SceneSpec) -> np.ndarray:
     """3x3 pinhole K with fx = fy = focal_scale * width and the principal point at the image centre."""
-    f = spec.focal_scale * spec.width
-    return np.array([[f, 0.0, (spec.width - 1) / 2], [0.0, f, (spec.height - 1) / 2], [0.0, 0.0, 1.0]])
+    return pinhole(spec.focal_scale * spec.width, spec.width, spec.height)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -18,12 +18,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from moonseg3r_ros.core.association import match_to_map, merge_within_frame, state_distribution_tokens
+from moonseg3r_ros.core.camera import look_at, pinhole
 from moonseg3r_ros.core.config import MapConfig
 from moonseg3r_ros.core.instance_map import InstanceMap
-from moonseg3r_ros.core.memory import QueryBank, QueryIndexMemory
+from moonseg3r_ros.core.query_bank import QueryBank
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
 
 HEIGHT, WIDTH = 480, 640
-K = np.array([[500.0, 0.0, (WIDTH - 1) / 2], [0.0, 500.0, (HEIGHT - 1) / 2], [0.0, 0.0, 1.0]])
+K = pinhole(500.0, WIDTH, HEIGHT)
 
 
 @dataclass
@@ -50,19 +52,6 @@ def make_scene(rng: np.random.Generator, num_objects: int = 500, room: float = 1
     ids = np.r_[np.zeros(len(floor)), np.repeat(np.arange(1, num_objects + 1), len(cube))].astype(np.int32)
     palette = rng.integers(0, 256, (num_objects + 1, 3)).astype(np.uint8)
     return Scene(points, ids, palette[ids])
-
-
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """4x4 camera-to-world pose of an optical camera (z forward, y down) at eye looking at target."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([x, y, z], axis=1)
-    pose[:3, 3] = eye
-    return pose
 
 
 def render(points: np.ndarray, ids: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -97,7 +97,7 @@ def record_from(geometry: FrameGeometry, masks: MaskSet, features_2d: torch.Tens
 
     k = geometry.intrinsics
     if k is None:
-        from moonseg3r_ros.core.memory import estimate_intrinsics
+        from moonseg3r_ros.core.camera import estimate_intrinsics
         k = estimate_intrinsics(geometry.points_cam, geometry.valid)
     return FrameRecord(np.asarray(geometry.pose_c2w, np.float64), np.asarray(k, np.float64),
                        np.asarray(geometry.points_world, np.float32),

@@ -33,8 +33,8 @@ from torch import nn
 
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.lifting import fourier_encoding
-from moonseg3r_ros.core.memory import QueryIndexMemory
 from moonseg3r_ros.core.pixel_head import PixelHead, resample_to_grid
+from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refinement import QueryDecoder
 from moonseg3r_ros.training.data import FrameRecord, make_lifter
 from moonseg3r_ros.training.losses import LossConfig, distillation_loss, mask_loss, total_loss

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from moonseg3r_ros.core.camera import umeyama
 from moonseg3r_ros.tools.replay.inputs import ReplayError, ReplayInput
 
 
@@ -23,23 +24,6 @@ class ReplayResult:
     metrics: Optional[dict] = None
     poses: dict = field(default_factory=dict)  # stamp ns -> 4x4 camera-to-map pose published by the node
     alignment: Optional[np.ndarray] = None  # 4x4 similarity map -> GT world (monocular geometry only)
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """4x4 similarity S (scale s, rotation R, translation t) minimising |dst - (s R src + t)|^2 (src, dst Nx3)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    u, d, vt = np.linalg.svd(b.T @ a / len(src))
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1
-    rotation = u @ sign @ vt
-    var = (a ** 2).sum() / len(src)
-    scale = float(np.trace(np.diag(d) @ sign) / var) if var > 0 else 1.0
-    out = np.eye(4)
-    out[:3, :3] = scale * rotation
-    out[:3, 3] = mu_d - scale * rotation @ mu_s
-    return out
 
 
 def align_to_ground_truth(poses: dict, source: ReplayInput, geometry: str) -> Optional[np.ndarray]:
