@@ -11,11 +11,16 @@ import time
 import unittest
 
 import pytest
+from installed_packages import installed_module
 
 REASON = "needs launch, launch_ros and launch_testing from a full ROS 2 install (no PyPI wheels exist)"
-launch = pytest.importorskip("launch", reason=REASON)
-launch_ros = pytest.importorskip("launch_ros", reason=REASON)
-launch_testing = pytest.importorskip("launch_testing", reason=REASON)
+MISSING = [why for why in map(installed_module, ("launch", "launch_ros", "launch_testing")) if why]
+if MISSING:
+    pytest.skip(f"{REASON}: {'; '.join(MISSING)}", allow_module_level=True)
+
+import launch  # noqa: E402
+import launch_ros  # noqa: E402,F401
+import launch_testing  # noqa: E402
 
 import launch_testing.actions  # noqa: E402
 import rclpy  # noqa: E402
@@ -82,11 +87,11 @@ class TestOnlineLaunch(unittest.TestCase):
             self.assertTrue(any(w(n) for n in names), f"{what} not found among {names}")
 
     def test_services_and_input_topic(self):
-        # Service names: private (~/save_map) or relative (save_map): either lives under the namespace.
+        # The node's private services (~/save_map, ~/load_map, ~/reset_map) under the requested namespace.
         under_ns = lambda suffix: (lambda n: n.startswith(f"/{NAMESPACE}/") and n.endswith(suffix))  # noqa: E731
         self._wait_for_names(
             lambda: [n for n, _ in self.node.get_service_names_and_types()],
-            {s: under_ns(f"/{s}") for s in ("save_map", "load_map", "reset")},
+            {s: under_ns(f"/moonseg3r/{s}") for s in ("save_map", "load_map", "reset_map")},
         )
         self._wait_for_names(
             lambda: [n for n, _ in self.node.get_topic_names_and_types()],

@@ -199,3 +199,12 @@ def test_package_xml_lists_every_ros_package_the_code_imports():
     assert used and not used - declared, f"imported but not in package.xml: {sorted(used - declared)}"
     used_by_tests = _imported_top_level_modules(["test"]) & ros
     assert not used_by_tests - test_declared, f"tests import undeclared: {sorted(used_by_tests - test_declared)}"
+
+
+def test_launch_tests_are_not_fooled_by_the_repositorys_launch_folder(monkeypatch):
+    from installed_packages import installed_module
+
+    monkeypatch.syspath_prepend(str(ROOT))  # as when pytest runs from the repository root
+    assert "not the installed package" in installed_module("launch")  # launch/ has launch files, no package
+    assert installed_module("no_such_module_here") == "no_such_module_here is not installed"
+    assert installed_module("yaml") == ""  # a real installed package
