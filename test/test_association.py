@@ -154,3 +154,34 @@ def test_threshold_respected_and_without_state():
     assert match_to_map(np.zeros((0, 2)), None, np.zeros((0, 2, 3)), map_q, None, boxes, 1.2) == []
     with pytest.raises(ValueError, match="map ids"):
         match_to_map(frame_q, None, boxes, map_q, None, boxes, 1.2, map_ids=[1])
+
+
+def test_visible_part_raises_the_iou_term_and_never_lowers_it():
+    q = np.array([[1.0, 0.0]])
+    frame_b = _box([0, 0, 0], [1, 1, 1])[None]
+    map_b = _box([0, 0, 0], [4, 1, 1])[None]  # the stored box: IoU 0.25 with the frame's cut-off view
+    assert match_to_map(q, None, frame_b, q, None, map_b, 1.5, map_ids=[7]) == []  # 1 + 0.25
+    seen = {7: _box([0, 0, 0], [1, 1, 1])}
+    score = association_scores(q, None, frame_b, q, None, map_b, [7], seen)
+    assert score[0, 0] == pytest.approx(2.0)
+    assert match_to_map(q, None, frame_b, q, None, map_b, 1.5, map_ids=[7], visible_boxes=seen) == [(0, 7)]
+    far = {7: _box([5, 5, 5], [6, 6, 6])}
+    assert association_scores(q, None, frame_b, q, None, map_b, [7], far)[0, 0] == pytest.approx(1.25)
+    assert association_scores(q, None, frame_b, q, None, map_b, [8], seen)[0, 0] == pytest.approx(1.25)
+
+
+def test_hungarian_with_visible_parts_matches_brute_force():
+    import itertools
+    rng = np.random.default_rng(6)
+    fq, mq = rng.normal(size=(5, 6)), rng.normal(size=(5, 6))
+    fb = np.sort(rng.uniform(0, 2, (5, 2, 3)), axis=1)
+    mb = np.sort(rng.uniform(0, 2, (5, 2, 3)), axis=1)
+    ids = [3, 9, 4, 12, 20]
+    seen = {9: np.sort(rng.uniform(0, 2, (2, 3)), axis=0), 12: fb[1] + 0.05}
+    score = association_scores(fq, None, fb, mq, None, mb, ids, seen)
+    assert not np.allclose(score, association_scores(fq, None, fb, mq, None, mb))
+    best = max(sum(score[i, p[i]] for i in range(5)) for p in itertools.permutations(range(5)))
+    pairs = match_to_map(fq, None, fb, mq, None, mb, threshold=-10.0, map_ids=ids, visible_boxes=seen)
+    column = {i: j for j, i in enumerate(ids)}
+    assert len(pairs) == 5
+    assert sum(score[i, column[m]] for i, m in pairs) == pytest.approx(best, rel=1e-6)

@@ -129,7 +129,7 @@ def test_label_mask_sets_match_dense_masks():
     from moonseg3r_ros.core.association import combine_groups, pool_masks_to_grid
     from moonseg3r_ros.core.lifting import coverage_weights, mask_point_stats
     from moonseg3r_ros.core.masks import masks_from_labels, select_masks
-    from moonseg3r_ros.core.pipeline import paint_labels
+    from moonseg3r_ros.core.masks import paint_labels
     from moonseg3r_ros.core.types import MaskSet
 
     rng = np.random.default_rng(3)
@@ -164,3 +164,15 @@ def test_label_mask_sets_match_dense_masks():
     np.testing.assert_array_equal(paint_labels(labelled, map_ids, valid), paint_labels(dense.masks, map_ids, valid))
     keep = np.array([True, False, True, True, False, True])
     np.testing.assert_array_equal(select_masks(labelled, keep).masks, dense.masks[keep])
+
+
+def test_paint_labels_smallest_on_top():
+    from moonseg3r_ros.core.masks import paint_labels
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0] = True
+    masks[1, :2, :2] = True
+    labels = paint_labels(masks, np.array([5, 7]))
+    assert labels[0, 0] == 7 and labels[3, 3] == 5
+    valid = np.ones((4, 4), bool)
+    valid[0, 0] = False
+    assert paint_labels(masks, np.array([5, 7]), valid)[0, 0] == 0

@@ -5,7 +5,7 @@ import pytest
 
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.masks import as_mask_set
-from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline, paint_labels, visible_box_parts
+from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 from moonseg3r_ros.core.types import Frame
 
 from synthetic_runs import run_orbit_scene  # test/synthetic_runs.py
@@ -140,20 +140,6 @@ def test_weight_free_default_pipeline_runs():
     assert result.num_masks >= 3  # wall + two squares
     ids = result.instance_ids_2d
     assert len(np.unique(ids[5:15, 5:15])) == 1 and ids[7, 7] != ids[20, 30]
-
-
-def test_paint_labels_smallest_on_top_and_visible_parts():
-    masks = np.zeros((2, 4, 4), bool)
-    masks[0] = True
-    masks[1, :2, :2] = True
-    labels = paint_labels(masks, np.array([5, 7]))
-    assert labels[0, 0] == 7 and labels[3, 3] == 5
-    box = np.array([[[-0.5, -0.5, 1.0], [0.5, 0.5, 2.0]]])
-    k = np.array([[10.0, 0, 9.5], [0, 10.0, 9.5], [0, 0, 1]])
-    part = visible_box_parts(box, np.eye(4), k, np.zeros((20, 20)), 0.1)[0]
-    assert part is not None and part[0, 2] == pytest.approx(1.0) and part[1, 2] == pytest.approx(2.0)
-    occluded = visible_box_parts(box, np.eye(4), k, np.full((20, 20), 1.2), 0.1)[0]
-    assert occluded[1, 2] <= 1.3  # only the front of the box is visible
 
 
 def test_end_to_end_synthetic_scene_stable_ids():

@@ -20,12 +20,17 @@ Cross-frame matching (`match_to_map`)
     `match_threshold`). The Hungarian algorithm (scipy linear_sum_assignment) maximises the total score
     over a one-to-one assignment; assigned pairs with score > threshold are kept (paper: 1.8). Which map
     instances are candidates (e.g. those visible in the query index memory) is the caller's choice.
+    Visible part (`visible_boxes`, AssociationConfig.box_overlap 'visible_iou'; empty with 'iou', the paper's
+    plain IoU): the IoU term of a map instance is the larger of its bank box's and the box of the part of it
+    seen now (this frame's valid points that fall in its memory cells, boxed like the masks: `label_boxes`),
+    so an object cut by the image edge or seen from one side still overlaps the part of the map instance
+    seen from this viewpoint. This is the one matcher: the pipeline runs it.
 
 All inputs may be numpy arrays or torch tensors; outputs are numpy.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -262,29 +267,42 @@ def match_threshold(config: AssociationConfig, has_state_tokens: bool) -> float:
     return config.match_threshold if has_state_tokens else config.match_threshold_without_state
 
 
-def association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes
-                       ) -> np.ndarray:
-    """NxM score = cos(query) + cos(state token) [if both given] + 3D box IoU."""
-    score = cosine_matrix(frame_queries, map_queries) + box_iou_matrix(frame_boxes, map_boxes)
+def association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
+                       map_ids: Optional[Sequence[int]] = None,
+                       visible_boxes: Optional[Mapping[int, np.ndarray]] = None) -> np.ndarray:
+    """NxM score = cos(query) + cos(state token) [if both given] + 3D box IoU, where the IoU of a map instance
+    whose id (map_ids[j]) is in `visible_boxes` is the larger of its box's and its visible part's (see the
+    module docstring)."""
+    iou = box_iou_matrix(frame_boxes, map_boxes)  # computed once: the score's term and the visible-part raise
+    score = cosine_matrix(frame_queries, map_queries) + iou
     if frame_tokens is not None and map_tokens is not None:
         score = score + cosine_matrix(frame_tokens, map_tokens)
+    if visible_boxes and map_ids is not None:
+        rows = [j for j, i in enumerate(np.asarray(map_ids).tolist()) if i in visible_boxes]
+        if rows:
+            part = np.stack([visible_boxes[int(map_ids[j])] for j in rows])
+            iou_part = box_iou_matrix(frame_boxes, part)
+            score[:, rows] += np.maximum(iou_part - iou[:, rows], 0.0)
     return score
 
 
 def match_to_map(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
-                 threshold: float, map_ids: Optional[Sequence[int]] = None) -> list[tuple[int, int]]:
-    """Hungarian matching of N frame instances to M map instances.
+                 threshold: float, map_ids: Optional[Sequence[int]] = None,
+                 visible_boxes: Optional[Mapping[int, np.ndarray]] = None) -> list[tuple[int, int]]:
+    """Hungarian matching of N frame instances to M map instances on `association_scores`.
 
     Returns [(frame_index, map_id)] sorted by frame_index, only pairs with score > threshold; map_id is
-    map_ids[j] (or the map row j when map_ids is None).
+    map_ids[j] (or the map row j when map_ids is None). `visible_boxes` {map_id: 2x3 box of the part of that
+    instance seen now} needs map_ids.
     """
     n, m = _numpy(frame_queries).shape[0], _numpy(map_queries).shape[0]
     if map_ids is not None and len(map_ids) != m:
         raise ValueError(f"{len(map_ids)} map ids for {m} map queries")
     if n == 0 or m == 0:
         return []
-    score = association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes)
+    ids = np.arange(m) if map_ids is None else np.asarray(map_ids)
+    score = association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
+                               ids, visible_boxes)
     rows, cols = linear_sum_assignment(score, maximize=True)
     keep = score[rows, cols] > threshold
-    ids = np.arange(m) if map_ids is None else np.asarray(map_ids)
-    return [(int(r), int(ids[c])) for r, c in zip(rows[keep], cols[keep])]
+    return sorted((int(r), int(ids[c])) for r, c in zip(rows[keep], cols[keep]))

@@ -310,3 +310,26 @@ def make_mask_source(config: Any, device: torch.device) -> MaskSource:
         return WeightFreeMasks(masks.min_mask_area, masks.max_masks, masks.weight_free_color_threshold,
                                masks.weight_free_depth_threshold)
     raise MaskError(f"unknown mask source '{masks.source}'")
+
+
+def paint_labels(masks, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Masks GxHxW bool (or a MaskSet), ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest
+    mask; 0 = none. A MaskSet given as labels (no overlaps) is painted with one table look-up."""
+    masks = as_mask_set(masks)
+    if masks.labels is not None:
+        table = np.zeros(len(masks) + 1, np.int32)
+        table[1:] = ids
+        labels = table.take(masks.labels)
+        if valid is not None:
+            np.multiply(labels, valid, out=labels)  # 0 where not valid (one pass, no boolean indexing)
+        return labels
+    masks = masks.masks
+    labels = np.zeros(masks.shape[1:], np.int32)
+    if len(masks) == 0:
+        return labels
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    for g in np.argsort(-areas, kind="stable"):  # largest first, smaller masks painted over them
+        np.copyto(labels, np.int32(ids[g]), where=masks[g])
+    if valid is not None:
+        labels[~valid] = 0
+    return labels

@@ -21,8 +21,6 @@ consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
 import threading
@@ -35,17 +33,18 @@ import torch
 
 from moonseg3r_ros.core import association as assoc
 from moonseg3r_ros.core import kernels
-from moonseg3r_ros.core.camera import estimate_intrinsics, project_points
+from moonseg3r_ros.core.camera import estimate_intrinsics
 from moonseg3r_ros.core.config import PipelineConfig, validate
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
 from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
-from moonseg3r_ros.core.masks import MaskError, as_mask_set, make_mask_source, select_masks, subgrid_members
+from moonseg3r_ros.core.masks import MaskError, make_mask_source, paint_labels, select_masks, subgrid_members
 from moonseg3r_ros.core.query_bank import QueryBank
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refinement import QueryDecoder
+from moonseg3r_ros.core.timing import numpy_blas_limiter, stage_timer
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 
 STAT_NAMES = ("frames", "keyframes", "skipped_out_of_order", "skipped_bad_input", "skipped_no_geometry",
@@ -180,7 +179,7 @@ class MoonSeg3RPipeline:
         index = self._next_index
         self._next_index += 1
         self.stats["frames"] += 1
-        with _timer(timings, "input"):
+        with stage_timer(timings, "input"):
             try:
                 rgb = to_rgb8(image, encoding, self.config.max_image_pixels)
             except ImageError as err:
@@ -193,7 +192,7 @@ class MoonSeg3RPipeline:
                 return self._skip(index, stamp, "skipped_out_of_order",
                                   f"stamp {stamp:.6f} is not newer than the last one ({self._last_stamp:.6f})")
         frame = Frame(rgb, stamp, depth, intrinsics, pose_c2w, instance_ids, index)
-        with _timer(timings, "geometry"):
+        with stage_timer(timings, "geometry"):
             try:
                 geometry = self.geometry_source.compute(frame)
             except GeometryError as err:
@@ -218,7 +217,7 @@ class MoonSeg3RPipeline:
         return FrameResult(stamp, index, False, skipped_reason=reason)
 
     def _keyframe(self, frame: Frame, geometry: FrameGeometry, result: FrameResult, timings: dict) -> None:
-        with _timer(timings, "masks"):
+        with stage_timer(timings, "masks"):
             try:
                 masks = self._usable_masks(self.mask_source.generate(frame, geometry), geometry)
             except MaskError as err:
@@ -239,7 +238,7 @@ class MoonSeg3RPipeline:
             result.skipped_reason = f"error: {err}"
             self.logger.exception("keyframe %d failed; map unchanged", frame.frame_index)
             return
-        with _timer(timings, "map_update"):
+        with stage_timer(timings, "map_update"):
             self._commit(frame, geometry, keyframe)
         result.instance_ids_2d = keyframe.labels
         result.new_instance_ids = keyframe.new_ids
@@ -263,20 +262,20 @@ class MoonSeg3RPipeline:
 
     def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> _Keyframe:
         """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
-        with _timer(timings, "features"):
+        with stage_timer(timings, "features"):
             features_2d = self.backbone.extract(frame.image).to(self.device)
-        with _timer(timings, "lifting"):
+        with stage_timer(timings, "lifting"):
             features_3d = self._features_3d(geometry)
             lifter = self._lifter(features_3d)
             with torch.inference_mode():
                 lifted = lifter(masks, features_2d, features_3d, geometry.points_world, geometry.valid)
-        with _timer(timings, "memory"):
+        with stage_timer(timings, "memory"):
             context, visible_boxes = self._contextual_queries(geometry)
-        with _timer(timings, "refinement"):
+        with stage_timer(timings, "refinement"):
             with torch.inference_mode():
                 refined = self.decoder(lifted.queries, features_2d, context)
             queries = refined.queries.float().cpu().numpy()
-        with _timer(timings, "association"):
+        with stage_timer(timings, "association"):
             return self._associate(masks, queries, lifted.boxes, geometry, visible_boxes)
 
     def _features_3d(self, geometry: FrameGeometry) -> Optional[torch.Tensor]:
@@ -349,9 +348,8 @@ class MoonSeg3RPipeline:
             bank_q, bank_t, bank_b, _ = self.bank.get(bank_ids)
             use_tokens = tokens is not None and bank_t is not None
             threshold = assoc.match_threshold(cfg, use_tokens)
-            matches = match_with_visible_boxes(queries, tokens if use_tokens else None, boxes, bank_q,
-                                               bank_t if use_tokens else None, bank_b, bank_ids, visible_boxes,
-                                               threshold)
+            matches = assoc.match_to_map(queries, tokens if use_tokens else None, boxes, bank_q,
+                                         bank_t if use_tokens else None, bank_b, threshold, bank_ids, visible_boxes)
         matched = dict(matches)
         ids = np.zeros(len(masks), np.int64)
         new_ids: list[int] = []
@@ -403,120 +401,3 @@ class MoonSeg3RPipeline:
         if key not in self._warned:
             self._warned.add(key)
             self.logger.warning(message)
-
-
-def visible_box_parts(boxes: np.ndarray, pose_c2w: np.ndarray, intrinsics: np.ndarray, depth: np.ndarray,
-                      tolerance: float, samples: int = 5) -> list[Optional[np.ndarray]]:
-    """Boxes Vx2x3 -> per box the 2x3 AABB of its part seen from P_t (None when none is seen).
-
-    A samples^3 grid of points in each box is projected through P_t; points inside the image, in front of the
-    camera and not behind the observed depth (HxW, <= 0 = unknown) by more than `tolerance` are kept."""
-    if len(boxes) == 0:
-        return []
-    height, width = depth.shape
-    grid = _unit_grid(samples)  # 3xG
-    lo, hi = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
-    points = lo[:, :, None] + grid[None] * (hi - lo)[:, :, None]  # Vx3xG (reductions over the last axis)
-    u, v, z = project_points(points.transpose(0, 2, 1).reshape(-1, 3), pose_c2w, intrinsics)
-    col, row = np.floor(u + 0.5), np.floor(v + 0.5)
-    seen = (z > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    idx = np.flatnonzero(seen)
-    observed = depth[row[idx].astype(np.int64), col[idx].astype(np.int64)]
-    seen[idx] = (observed <= 0) | (z[idx] <= observed + tolerance)
-    seen = seen.reshape(len(boxes), 1, -1)
-    parts = np.stack([np.where(seen, points, np.inf).min(axis=2),
-                      np.where(seen, points, -np.inf).max(axis=2)], axis=1).astype(np.float32)  # Vx2x3
-    return [part if ok else None for part, ok in zip(parts, seen.any(axis=2)[:, 0].tolist())]
-
-
-@functools.lru_cache(maxsize=4)
-def _unit_grid(samples: int) -> np.ndarray:
-    """3 x samples^3 points of a regular grid in the unit cube (read-only)."""
-    t = np.linspace(0.0, 1.0, samples)
-    grid = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=0).reshape(3, -1)
-    grid.setflags(write=False)
-    return grid
-
-
-def match_with_visible_boxes(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
-                             map_ids: np.ndarray, visible_boxes: dict[int, np.ndarray],
-                             threshold: float) -> list[tuple[int, int]]:
-    """Hungarian matching on score = cos(q) + cos(state) + IoU, where the IoU of a map instance is the larger of
-    its bank box's and its visible part's (`visible_boxes`: with association.box_overlap 'visible_iou' the box
-    of this frame's valid points that fall in the instance's memory cells, computed like the masks' boxes;
-    empty with 'iou', the paper's plain IoU): an object cut by the image edge or seen from one side then
-    still overlaps the part of the map instance seen from this viewpoint. -> [(frame_index, map_id)]."""
-    from scipy.optimize import linear_sum_assignment
-
-    if len(frame_queries) == 0 or len(map_queries) == 0:
-        return []
-    iou = assoc.box_iou_matrix(frame_boxes, map_boxes)  # computed once: the score's term and iou_full below
-    score = assoc.cosine_matrix(frame_queries, map_queries) + iou  # = assoc.association_scores(...)
-    if frame_tokens is not None and map_tokens is not None:
-        score = score + assoc.cosine_matrix(frame_tokens, map_tokens)
-    rows = [j for j, i in enumerate(map_ids.tolist()) if i in visible_boxes]
-    if rows:
-        part = np.stack([visible_boxes[int(map_ids[j])] for j in rows])
-        iou_full = iou[:, rows]
-        iou_part = assoc.box_iou_matrix(frame_boxes, part)
-        score[:, rows] += np.maximum(iou_part - iou_full, 0.0)
-    r, c = linear_sum_assignment(score, maximize=True)
-    keep = score[r, c] > threshold
-    return sorted((int(i), int(map_ids[j])) for i, j in zip(r[keep], c[keep]))
-
-
-def paint_labels(masks, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
-    """Masks GxHxW bool (or a MaskSet), ids G (, valid HxW) -> HxW int32 ids; overlaps go to the smallest
-    mask; 0 = none. A MaskSet given as labels (no overlaps) is painted with one table look-up."""
-    masks = as_mask_set(masks)
-    if masks.labels is not None:
-        table = np.zeros(len(masks) + 1, np.int32)
-        table[1:] = ids
-        labels = table.take(masks.labels)
-        if valid is not None:
-            np.multiply(labels, valid, out=labels)  # 0 where not valid (one pass, no boolean indexing)
-        return labels
-    masks = masks.masks
-    labels = np.zeros(masks.shape[1:], np.int32)
-    if len(masks) == 0:
-        return labels
-    areas = masks.reshape(len(masks), -1).sum(axis=1)
-    for g in np.argsort(-areas, kind="stable"):  # largest first, smaller masks painted over them
-        np.copyto(labels, np.int32(ids[g]), where=masks[g])
-    if valid is not None:
-        labels[~valid] = 0
-    return labels
-
-
-def numpy_blas_limiter(threads: int = 1):
-    """A context-manager factory that limits numpy/scipy's OpenBLAS to `threads` threads while held.
-
-    The non-network stages only multiply small matrices (100x64 by 64x500); OpenBLAS still splits them over
-    every core, and on a loaded 2-core machine waking the second thread costs 10-20 ms per product (measured:
-    cosine_matrix 0.1 ms single-threaded, 14 ms with 2 threads under load). torch's own thread pool
-    (the networks) is not touched. Without threadpoolctl this is a no-op."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        logging.getLogger("moonseg3r").warning("threadpoolctl not installed: numpy BLAS threads not limited")
-        return contextlib.nullcontext
-    controller = ThreadpoolController()
-    prefixes = sorted({lib.prefix for lib in controller.lib_controllers if lib.internal_api == "openblas"
-                       and ("numpy" in lib.filepath or "scipy" in lib.filepath)})  # not a BLAS torch brings
-    if not prefixes:
-        return contextlib.nullcontext
-    selected = controller.select(prefix=prefixes)
-    return lambda: selected.limit(limits=threads)
-
-
-class _timer:
-    """Context manager adding the elapsed seconds to timings[name]."""
-
-    def __init__(self, timings: dict, name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
