@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -117,6 +119,7 @@ class TransformBuffer:
     def __init__(self, cache_time_s: float = 10.0):
         self.cache_ns = int(cache_time_s * 1e9)
         self._edges: dict[str, _Edge] = {}  # child -> edge to its parent
+        self._lock = threading.RLock()  # fed by subscription callbacks, read by the worker thread
         self.parent_changes = 0  # times a child frame was given another parent (REP 105: one parent per frame)
 
     # ------------------------------------------------------------------------------------------ input
@@ -128,14 +131,15 @@ class TransformBuffer:
         m = np.asarray(matrix, np.float64)
         if m.shape != (4, 4) or not np.all(np.isfinite(m)):
             raise ValueError(f"transform {parent} -> {child} is not a finite 4x4 matrix")
-        edge = self._edges.get(child)
-        if edge is None or edge.parent != parent or edge.static != static:
-            if edge is not None and edge.parent != parent:
-                self.parent_changes += 1
-            edge = self._edges[child] = _Edge(parent, static)
-        edge.insert(int(stamp_ns), m[:3, 3].copy(), _quaternion(m[:3, :3]))
-        if not static:
-            edge.prune(edge.stamps[-1] - self.cache_ns)
+        with self._lock:
+            edge = self._edges.get(child)
+            if edge is None or edge.parent != parent or edge.static != static:
+                if edge is not None and edge.parent != parent:
+                    self.parent_changes += 1
+                edge = self._edges[child] = _Edge(parent, static)
+            edge.insert(int(stamp_ns), m[:3, 3].copy(), _quaternion(m[:3, :3]))
+            if not static:
+                edge.prune(edge.stamps[-1] - self.cache_ns)
 
     def set_transform_msg(self, msg: Any, static: bool = False) -> None:
         """geometry_msgs/TransformStamped (e.g. one entry of a tf2_msgs/TFMessage)."""
@@ -149,11 +153,13 @@ class TransformBuffer:
 
     # ------------------------------------------------------------------------------------------ queries
     def frames(self) -> set[str]:
-        return set(self._edges) | {e.parent for e in self._edges.values()}
+        with self._lock:
+            return set(self._edges) | {e.parent for e in self._edges.values()}
 
     def parent_of(self, child: str) -> Optional[str]:
-        edge = self._edges.get(child.lstrip("/"))
-        return edge.parent if edge else None
+        with self._lock:
+            edge = self._edges.get(child.lstrip("/"))
+            return edge.parent if edge else None
 
     def _chain(self, frame: str) -> list[str]:
         """frame, its parent, ..., the root (cycles are cut where they close)."""
@@ -195,7 +201,10 @@ class TransformBuffer:
 
     def lookup(self, target: str, source: str, stamp_ns: Optional[int] = None) -> np.ndarray:
         """4x4 pose of `source` in `target` at stamp_ns (None/0: latest common time)."""
-        target, source = target.lstrip("/"), source.lstrip("/")
+        with self._lock:
+            return self._lookup(target.lstrip("/"), source.lstrip("/"), stamp_ns)
+
+    def _lookup(self, target: str, source: str, stamp_ns: Optional[int]) -> np.ndarray:
         if target == source and target in self.frames():
             return np.eye(4)
         down, up = self._path(target, source)
@@ -215,6 +224,21 @@ class TransformBuffer:
             return True
         except TfError:
             return False
+
+
+def wait_for_lookup(buffer: Any, target: str, source: str, stamp_ns: int, timeout_s: float,
+                    poll_s: float = 0.005) -> np.ndarray:
+    """buffer.lookup, retried while the answer may still arrive (unknown frames, future stamps) for up to
+    timeout_s; the last error is raised after that. Past extrapolation and connectivity fail at once only
+    when the wait is over, too: a parent edge may still be on its way."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return buffer.lookup(target, source, stamp_ns)
+        except TfError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(poll_s)
 
 
 class Tf2RosBuffer:
