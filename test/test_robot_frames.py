@@ -89,6 +89,7 @@ def test_monocular_world_is_aligned_to_the_robot_frame(mode, reference):
     np.testing.assert_allclose(frames.output_transform(), expected, atol=1e-6)
     np.testing.assert_allclose(frames.camera_in_map(pose_world(5)), ref_from_map @ camera_in_map(5), atol=1e-6)
     published = frames.transforms(pose_world(6), T0 + 6 * S)
+    assert frames.input_pose(T0 + 6 * S) is None, "monocular geometry makes its own pose"
     if mode == "localization":
         assert published == []
     else:  # the map starts as odom: the correction is the identity for drift-free odometry
