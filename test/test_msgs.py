@@ -1,9 +1,11 @@
 """moonseg3r_msgs (and tf2_msgs/TFMessage): the generated Python types import, have the documented
-fields, and every message and service crosses the real middleware between two rclpy nodes living in
-separate processes (this test process and a peer subprocess started with the same environment).
+fields, and every message and service crosses the real middleware between rclpy nodes living in separate
+processes: the messages between this test process and a peer subprocess started with the same
+environment; the services (SaveMap, LoadMap, std_srvs/Trigger) against the real moonseg3r node process,
+whose own ~/save_map, ~/load_map and ~/reset_map handlers answer.
 
 Run as `python test/test_msgs.py peer` this file is the peer: it publishes the sample messages
-repeatedly and serves SaveMap, LoadMap and std_srvs/Trigger until it is terminated.
+repeatedly until it is terminated.
 """
 from __future__ import annotations
 
@@ -67,14 +69,6 @@ def sample_tf() -> TFMessage:
     return TFMessage(transforms=[t])
 
 
-def save_response(path: str) -> tuple[bool, str]:
-    return (bool(path), f"saved:{path}" if path else "empty path")
-
-
-def load_response(path: str) -> tuple[bool, str]:
-    return (bool(path), f"loaded:{path}" if path else "empty path")
-
-
 # --- the peer process --------------------------------------------------------------------------------
 def peer_main() -> None:
     rclpy.init()
@@ -85,21 +79,6 @@ def peer_main() -> None:
         (node.create_publisher(TFMessage, "tf", 10), sample_tf()),
     ]
 
-    def on_save(req, resp):
-        resp.success, resp.message = save_response(req.path)
-        return resp
-
-    def on_load(req, resp):
-        resp.success, resp.message = load_response(req.path)
-        return resp
-
-    def on_reset(_req, resp):
-        resp.success, resp.message = True, "reset by peer"
-        return resp
-
-    node.create_service(SaveMap, "save_map", on_save)
-    node.create_service(LoadMap, "load_map", on_load)
-    node.create_service(Trigger, "reset", on_reset)
     node.create_timer(0.1, lambda: [pub.publish(msg) for pub, msg in pubs])
     print("peer ready", flush=True)
     try:
@@ -198,32 +177,88 @@ def test_message_crosses_processes(peer, local_node, topic, msg_type, expected):
     assert "msgs_peer" not in [n.get_name() for n in executor.get_nodes()]
 
 
-def _call(node, executor, peer_proc, srv_type, name, request):
-    client = node.create_client(srv_type, name)
-    end = time.monotonic() + DEADLINE_S
-    while not client.service_is_ready() and time.monotonic() < end:
-        assert peer_proc.poll() is None, "peer process died"
-        executor.spin_once(timeout_sec=0.1)
-    assert client.service_is_ready(), f"service {NS}/{name} not discovered"
-    future = client.call_async(request)
-    _spin_until(executor, future.done, peer_proc)
-    assert future.done(), f"no response from {NS}/{name}"
-    return future.result()
+# --- services: the moonseg3r node's own handlers, in the node's process --------------------------------------
+@pytest.fixture(scope="module")
+def map_node(tmp_path_factory):
+    """The moonseg3r node (recorded geometry, ground-truth masks) in its own process under NS, fed four frames
+    of a generated scene, and a client in this process; yields (client, node process, folder)."""
+    from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
+    from moonseg3r_ros.ros.conversions import seconds_to_stamp
+    from moonseg3r_ros.ros.frame_publisher import CAMERA_TOPICS
+    from moonseg3r_ros.ros.testing import ACTIVATE, CONFIGURE, GROUND_TRUTH_PARAMS, NodeClient, NodeProcess
+
+    folder = tmp_path_factory.mktemp("map_services")
+    scene = generate_scene(SceneSpec(seed=5, num_frames=4, width=128, height=96, num_objects=4))
+    remaps = dict(CAMERA_TOPICS)  # relative: the camera topics under NS
+    proc = NodeProcess("moonseg3r", GROUND_TRUTH_PARAMS, remaps, folder, namespace=NS).start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client = NodeClient(context, "map_services_client", f"{NS}/moonseg3r", NS)
+    try:
+        client.subscribe_outputs(instance_map="instance_map", only=("instance_map",))
+        assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+        client.make_input_publishers(topics=CAMERA_TOPICS)
+        assert client.spin_until(client.inputs.subscribed, DEADLINE_S), proc.log()
+        for i in range(4):
+            client.publish_frame(scene.frames[i], seconds_to_stamp(30.0 + 0.1 * i))
+        assert client.spin_until(lambda: len(client["instance_map"]) >= 2 and
+                                 len(client["instance_map"].last().instances) >= 2, 120), proc.log()
+        yield client, proc, folder
+    finally:
+        client.close()
+        rclpy.shutdown(context=context)
+        proc.stop()
 
 
-@pytest.mark.parametrize("srv_type,name,expect", [(SaveMap, "save_map", save_response), (LoadMap, "load_map", load_response)],
-                         ids=["SaveMap", "LoadMap"])
-def test_map_services_cross_processes(peer, local_node, srv_type, name, expect):
-    node, executor = local_node
-    for path in ("/tmp/moonseg3r/map.npz", ""):
-        response = _call(node, executor, peer, srv_type, name, srv_type.Request(path=path))
-        assert (response.success, response.message) == expect(path)
+def _ids(msg) -> list[int]:
+    return sorted(i.id for i in msg.instances)
 
 
-def test_reset_trigger_crosses_processes(peer, local_node):
-    node, executor = local_node
-    response = _call(node, executor, peer, Trigger, "reset", Trigger.Request())
-    assert response.success is True and response.message == "reset by peer"
+def _next_map(client, count_before: int):
+    assert client.spin_until(lambda: client["instance_map"].count > count_before, DEADLINE_S)
+    return client["instance_map"].last()
+
+
+def test_map_services_cross_processes(map_node):
+    """save -> reset -> load through the node's services: the file holds the node's map, reset empties it,
+    load brings it back; each change is announced on instance_map."""
+    from moonseg3r_ros.core.instance_map import InstanceMap
+
+    client, proc, folder = map_node
+    published = client["instance_map"].last()
+    path = folder / "saved" / "map.npz"
+    saved = client.call(SaveMap, f"{NS}/moonseg3r/save_map", SaveMap.Request(path=str(path)))
+    assert saved.success, saved.message
+    assert saved.message.startswith(f"saved the map to {path} ({len(published.instances)} instances")
+    on_disk = InstanceMap.load(path)
+    assert sorted(r.id for r in on_disk.instances()) == _ids(published)
+    assert len(on_disk) == published.point_count > 0
+
+    count = client["instance_map"].count
+    reset = client.call(Trigger, f"{NS}/moonseg3r/reset_map", Trigger.Request())
+    assert (reset.success, reset.message) == (True, "the map was reset")
+    emptied = _next_map(client, count)
+    assert emptied.instances == [] and emptied.point_count == 0
+
+    count = client["instance_map"].count
+    loaded = client.call(LoadMap, f"{NS}/moonseg3r/load_map", LoadMap.Request(path=str(path)))
+    assert loaded.success, loaded.message
+    assert loaded.message == f"loaded the map from {path} ({len(published.instances)} instances, {len(on_disk)} points)"
+    restored = _next_map(client, count)
+    assert _ids(restored) == _ids(published) and restored.point_count == published.point_count
+    assert proc.alive()
+
+
+def test_map_services_refuse_bad_requests(map_node):
+    """The node's handlers answer failures as success=false with the reason (no map_save_path configured)."""
+    client, proc, folder = map_node
+    for srv_type, name in ((SaveMap, "save_map"), (LoadMap, "load_map")):
+        response = client.call(srv_type, f"{NS}/moonseg3r/{name}", srv_type.Request(path=""))
+        assert (response.success, response.message) == (False, "no path given and map_save_path is empty")
+    missing = folder / "no_such_map.npz"
+    response = client.call(LoadMap, f"{NS}/moonseg3r/load_map", LoadMap.Request(path=str(missing)))
+    assert not response.success and response.message.startswith(f"loading the map from {missing} failed")
+    assert proc.alive()
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["peer"]:
