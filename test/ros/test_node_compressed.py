@@ -1,5 +1,7 @@
 """CompressedImage input (image_transport 'compressed': '<image>/compressed'), the cloud published by its
-rate timer, coloured by RGB and voxel-downsampled for transport, checked against the saved map."""
+rate timer, coloured by RGB and voxel-downsampled for transport, checked against the saved map with a
+downsampling of the test's own, and its colours against the rendered pixels (which a decoding error, e.g.
+swapped channels, would break; the poses come from the recorded pose input and cannot show it)."""
 import numpy as np
 from sensor_msgs.msg import CompressedImage
 
@@ -43,13 +45,52 @@ def test_compressed_input_and_rate_limited_rgb_cloud(ros_context, tmp_path):
         path = tmp_path / "map.npz"
         assert client.call(SaveMap, "/moonseg3r/save_map", SaveMap.Request(path=str(path))).success
         xyz, rgb, ids = InstanceMap.load(path).points()
-        want_xyz, want_rgb, want_ids = conv.voxel_downsample(xyz, rgb, ids, 0.05)
-        assert len(want_xyz) < len(xyz)  # downsampling did something
+        keep = first_point_per_voxel(xyz, PARAMS["cloud.voxel_size"])
+        assert 0 < len(keep) < len(xyz)  # downsampling did something
         fields = conv.read_cloud(client["cloud"].last())
-        np.testing.assert_array_equal(np.stack([fields["x"], fields["y"], fields["z"]], axis=1), want_xyz)
-        np.testing.assert_array_equal(conv.unpack_rgb(fields["rgb"]), want_rgb)  # coloured by RGB
-        np.testing.assert_array_equal(fields["instance_id"], want_ids)
+        cloud_xyz = np.stack([fields["x"], fields["y"], fields["z"]], axis=1)
+        cloud_rgb = conv.unpack_rgb(fields["rgb"])
+        np.testing.assert_array_equal(cloud_xyz, xyz[keep])
+        np.testing.assert_array_equal(cloud_rgb, rgb[keep])  # coloured by RGB
+        np.testing.assert_array_equal(fields["instance_id"], ids[keep])
+        # The colours are the rendered pixels': the points seen in frame 0 have that frame's colours.
+        error, swapped = colour_error(cloud_xyz, cloud_rgb, frames[0])
+        assert error < 12.0 and swapped > 3 * error + 20, (error, swapped)
         assert proc.alive()
     finally:
         client.close()
         proc.stop()
+
+
+def first_point_per_voxel(xyz: np.ndarray, voxel: float) -> list[int]:
+    """Indices of the first point (input order) in each `voxel` cell, cell = floor(x / voxel) in float32
+    (the transport downsampling's rule, written here as a plain loop)."""
+    size = np.float32(voxel)
+    seen, keep = set(), []
+    for i, point in enumerate(np.asarray(xyz, np.float32)):
+        cell = tuple(int(np.floor(c / size)) for c in point)
+        if cell not in seen:
+            seen.add(cell)
+            keep.append(i)
+    return keep
+
+
+def colour_error(xyz: np.ndarray, rgb: np.ndarray, frame) -> tuple[float, float]:
+    """Median |point colour - pixel colour| over the points that project onto frame's valid depth within 2 cm,
+    and the same with the pixel's channels reversed (what a BGR/RGB mix-up would give)."""
+    world_to_camera = np.linalg.inv(frame.pose_c2w)
+    cam = xyz.astype(np.float64) @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    front = cam[:, 2] > 1e-3
+    uvw = cam[front] @ np.asarray(frame.intrinsics).T
+    u = np.round(uvw[:, 0] / uvw[:, 2]).astype(int)
+    v = np.round(uvw[:, 1] / uvw[:, 2]).astype(int)
+    inside = (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
+    z = cam[front][inside, 2]
+    depth = frame.depth[v[inside], u[inside]]
+    seen = np.abs(depth - z) < 0.02
+    assert seen.sum() > 100, "too few cloud points seen in frame 0"
+    pixels = frame.image[v[inside][seen], u[inside][seen]].astype(float)
+    colours = rgb[front][inside][seen].astype(float)
+    error = float(np.median(np.abs(colours - pixels).mean(axis=1)))
+    swapped = float(np.median(np.abs(colours - pixels[:, ::-1]).mean(axis=1)))
+    return error, swapped
