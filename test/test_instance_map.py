@@ -7,7 +7,8 @@ import pytest
 
 from moonseg3r_ros.core.config import MapConfig
 from moonseg3r_ros.core.colors import instance_color
-from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord, MapFileError
+from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
+from moonseg3r_ros.core.map_files import MapFileError
 
 
 def _cfg(**kw):

@@ -21,36 +21,24 @@ Ids start at 1 and are never reused (`next_id()`; integrating an id >= the count
 `prune` makes the voxels of tiny or stale instances unassigned (id 0); their geometry stays.
 
 Files
-    `save(path)` writes one uncompressed .npz (format version, magic, MapConfig as JSON, every array);
-    `InstanceMap.load(path)` restores it exactly or raises MapFileError. `export_ply` writes binary PLY
-    with x y z (float) red green blue (uchar) instance_id (int). `export_scannet` writes the ScanNet
-    benchmark instance prediction format over a mesh's vertices (nearest voxel within a max distance).
+    `save(path)` / `InstanceMap.load(path)`: map_files.save_map / load_map (one .npz; exact round trip or
+    MapFileError). `export_ply` / `export_scannet` / `vertex_ids`: map_export (binary PLY; ScanNet benchmark
+    instance predictions over a mesh's vertices, nearest voxel within a max distance).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
-from . import kernels
+from . import kernels, map_export, map_files
 from .colors import instance_color
 from .config import MapConfig
 from .voxels import VoxelSlots, dense_groups, majority_of_groups, voxel_keys
-
-FORMAT_VERSION = 1
-_MAGIC = "moonseg3r-instance-map"
-
-
-class MapFileError(Exception):
-    """A saved instance map cannot be read (missing, corrupt, truncated or of another format version)."""
 
 
 @dataclass(eq=False)
@@ -86,10 +74,6 @@ class _Meta:
     descriptor: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
-_SLOT_ARRAYS = {  # name -> (dtype, trailing shape)
-    "keys": (np.int64, ()), "xyz": (np.float32, (3,)), "rgb": (np.float32, (3,)), "conf": (np.float32, ()),
-    "weight": (np.float32, ()), "vote_id": (np.int32, ()), "vote_count": (np.int32, ()),
-}
 # Storage: the float columns live side by side in one Sx8 float32 array and the vote columns in one Sx2 int32
 # array, so fusing a frame gathers and scatters one 32-byte (8-byte) record per touched voxel instead of one
 # element per column (random access into a map of ~1M voxels is what costs). `_slots[name]` are views.
@@ -318,157 +302,43 @@ class InstanceMap:
 
     # ------------------------------------------------------------------------------------------ export
     def export_ply(self, path: str | os.PathLike, color_by: str = "instance") -> None:
-        """Binary little-endian PLY: x y z float, red green blue uchar, instance_id int."""
-        if color_by not in ("instance", "rgb"):
-            raise ValueError(f"color_by must be 'instance' or 'rgb', got {color_by!r}")
-        xyz, rgb, ids = self.points()
-        if color_by == "instance":
-            rgb = self._palette(ids)
-        vertex = np.empty(xyz.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
-                                               ("green", "u1"), ("blue", "u1"), ("instance_id", "<i4")])
-        vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-        vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-        vertex["instance_id"] = ids
-        header = ("ply\nformat binary_little_endian 1.0\ncomment moonseg3r instance map\n"
-                  f"element vertex {xyz.shape[0]}\nproperty float x\nproperty float y\nproperty float z\n"
-                  "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty int instance_id\n"
-                  "end_header\n")
-        with open(path, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(vertex.tobytes())
-
-    @staticmethod
-    def _palette(ids: np.ndarray) -> np.ndarray:
-        """N ids -> Nx3 uint8 instance colours."""
-        unique, inverse = np.unique(ids, return_inverse=True)
-        table = np.stack([instance_color(int(i)) for i in unique]) if unique.size else np.zeros((0, 3))
-        return np.rint(table * 255).astype(np.uint8)[inverse.reshape(-1)]
+        """Binary PLY of the voxels (map_export.export_ply)."""
+        map_export.export_ply(self, path, color_by)
 
     def vertex_ids(self, vertices: np.ndarray, max_distance: Optional[float] = None) -> np.ndarray:
-        """Vertices Vx3 -> V int32 id of the nearest voxel within max_distance (0 = none)."""
-        vertices = np.asarray(vertices, np.float64)
-        if vertices.ndim != 2 or vertices.shape[1] != 3:
-            raise ValueError(f"vertices must be Vx3, got shape {vertices.shape}")
-        if max_distance is None:
-            max_distance = self.config.export_max_distance or 2.0 * self.config.voxel_size
-        out = np.zeros(vertices.shape[0], np.int32)
-        if self._n == 0 or vertices.shape[0] == 0:
-            return out
-        dist, idx = cKDTree(self._col("xyz")).query(vertices, distance_upper_bound=max_distance)
-        hit = np.isfinite(dist)
-        out[hit] = self._col("vote_id")[idx[hit]]
-        return out
+        """Vertices Vx3 -> V int32 id of the nearest voxel within max_distance (map_export.vertex_ids)."""
+        return map_export.vertex_ids(self, vertices, max_distance)
 
     def export_scannet(self, vertices: np.ndarray, out_dir: str | os.PathLike, scene_name: str,
                        min_points: int = 1, max_distance: Optional[float] = None) -> list[int]:
-        """ScanNet instance prediction files over mesh vertices (class-agnostic, label id 1).
-
-        Writes <out_dir>/<scene>.txt ("pred_mask/<scene>_<k>.txt 1 <confidence>" per instance) and
-        <out_dir>/pred_mask/<scene>_<k>.txt (one 0/1 per vertex). Instances covering fewer than
-        min_points vertices are skipped. Returns the exported instance ids in file order (k = 0, 1, ...).
-        """
-        vertex_ids = self.vertex_ids(vertices, max_distance)
-        out = Path(out_dir)
-        (out / "pred_mask").mkdir(parents=True, exist_ok=True)
-        lines, exported = [], []
-        for record in self.instances():
-            mask = vertex_ids == record.id
-            if int(mask.sum()) < max(min_points, 1):
-                continue
-            name = f"pred_mask/{scene_name}_{len(exported):03d}.txt"
-            _write_mask(out / name, mask)
-            lines.append(f"{name} 1 {record.confidence:.6f}\n")
-            exported.append(record.id)
-        (out / f"{scene_name}.txt").write_text("".join(lines))
-        return exported
+        """ScanNet instance predictions over mesh vertices (map_export.export_scannet)."""
+        return map_export.export_scannet(self, vertices, out_dir, scene_name, min_points, max_distance)
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole map to one .npz file (exact round trip with `load`)."""
+        """Write the whole map to one .npz file (map_files.save_map; exact round trip with `load`)."""
         meta_ids = np.array(sorted(self._meta), np.int64)
         metas = [self._meta[i] for i in meta_ids.tolist()]
-        arrays = {f"slot_{name}": self._col(name) for name in _SLOT_ARRAYS}
-        arrays.update(
-            magic=np.array(_MAGIC), format_version=np.array(FORMAT_VERSION, np.int64),
-            config=np.array(json.dumps(dataclasses.asdict(self.config))), next_id=np.array(self._next_id, np.int64),
-            meta_ids=meta_ids, meta_first_seen=np.array([m.first_seen for m in metas], np.float64),
-            meta_last_seen=np.array([m.last_seen for m in metas], np.float64),
-            meta_desc_len=np.array([m.descriptor.size for m in metas], np.int64),
-            meta_desc_data=np.concatenate([m.descriptor for m in metas] + [np.zeros(0, np.float32)]),
-        )
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        map_files.save_map(path, map_files.MapState(
+            self.config, self._next_id, {name: self._col(name) for name in map_files.SLOT_ARRAYS}, meta_ids,
+            np.array([m.first_seen for m in metas], np.float64), np.array([m.last_seen for m in metas], np.float64),
+            [m.descriptor for m in metas]))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstanceMap":
-        """Read a map written by `save`; MapFileError when missing, corrupt, truncated or another version."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except FileNotFoundError:
-            raise MapFileError(f"instance map file not found: {path}") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-            raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
-        return cls._from_arrays(arrays, str(path))
-
-    @classmethod
-    def _from_arrays(cls, a: dict[str, np.ndarray], path: str) -> "InstanceMap":
-        need = {"magic", "format_version", "config", "next_id", "meta_ids", "meta_first_seen", "meta_last_seen",
-                "meta_desc_len", "meta_desc_data"} | {f"slot_{n}" for n in _SLOT_ARRAYS}
-        missing = sorted(need - set(a))
-        if missing:
-            raise MapFileError(f"{path} is not a moonseg3r instance map (missing {missing})")
-        if str(a["magic"]) != _MAGIC:
-            raise MapFileError(f"{path} is not a moonseg3r instance map (magic {str(a['magic'])!r})")
-        version = int(a["format_version"])
-        if version != FORMAT_VERSION:
-            raise MapFileError(f"{path} has map format version {version}; this build reads {FORMAT_VERSION}")
-        try:
-            config = _config_from_json(str(a["config"]))
-        except (ValueError, TypeError) as err:
-            raise MapFileError(f"{path}: bad map configuration: {err}") from None
-        instance_map = cls(config)
-        instance_map._restore_slots(a, path)
-        instance_map._restore_meta(a, path)
-        instance_map._next_id = int(a["next_id"])
+        """Read a map written by `save` (map_files.load_map: MapFileError when missing, corrupt, truncated or of
+        another format version)."""
+        state = map_files.load_map(path)
+        instance_map = cls(state.config)
+        n = state.slots["keys"].shape[0]
+        if n:
+            instance_map._voxels.restore(state.slots["keys"])
+            instance_map._allocate(instance_map._voxels.capacity)
+            for name, values in state.slots.items():
+                if name != "keys":
+                    instance_map._slots[name][:n] = values
+        instance_map._meta = {int(i): _Meta(float(state.first_seen[k]), float(state.last_seen[k]),
+                                            state.descriptors[k])
+                              for k, i in enumerate(state.meta_ids.tolist())}
+        instance_map._next_id = state.next_id
         return instance_map
-
-    def _restore_slots(self, a: dict[str, np.ndarray], path: str) -> None:
-        n = a["slot_keys"].shape[0]
-        for name, (dtype, shape) in _SLOT_ARRAYS.items():
-            arr = a[f"slot_{name}"]
-            if arr.dtype != dtype or arr.shape != (n,) + shape:
-                raise MapFileError(f"{path}: array {name} has {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} "
-                                   f"{(n,) + shape}")
-        if np.unique(a["slot_keys"]).size != n or (n and a["slot_keys"].min() < 0):
-            raise MapFileError(f"{path}: duplicate or invalid voxel keys")
-        if n == 0:
-            return
-        self._voxels.restore(a["slot_keys"])
-        self._allocate(self._voxels.capacity)
-        for name in _SLOT_ARRAYS.keys() - {"keys"}:
-            self._slots[name][:n] = a[f"slot_{name}"]
-
-    def _restore_meta(self, a: dict[str, np.ndarray], path: str) -> None:
-        ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]
-        if not (ids.shape == lengths.shape == a["meta_first_seen"].shape == a["meta_last_seen"].shape) \
-                or lengths.sum() != data.size or data.dtype != np.float32:
-            raise MapFileError(f"{path}: inconsistent instance records")
-        offsets = np.r_[0, np.cumsum(lengths)]
-        self._meta = {int(i): _Meta(float(a["meta_first_seen"][k]), float(a["meta_last_seen"][k]),
-                                    data[offsets[k]:offsets[k + 1]].copy())
-                      for k, i in enumerate(ids.tolist())}
-
-
-def _config_from_json(text: str) -> MapConfig:
-    values = json.loads(text)
-    known = {f.name for f in dataclasses.fields(MapConfig)}
-    return MapConfig(**{k: v for k, v in values.items() if k in known})
-
-
-def _write_mask(path: Path, mask: np.ndarray) -> None:
-    """One '0'/'1' line per vertex, written as bytes without a Python loop."""
-    text = np.empty(2 * mask.size, np.uint8)
-    text[0::2] = ord("0") + mask.astype(np.uint8)
-    text[1::2] = ord("\n")
-    path.write_bytes(text.tobytes())

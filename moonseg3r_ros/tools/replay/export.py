@@ -43,7 +43,8 @@ def export_map(map_path: Path, out: Path, source: ReplayInput, alignment: Option
     """OUT/map.ply and (with vertices) OUT/pred/<scene>.txt + pred_mask/; AP when GT labels are known.
 
     With `alignment` (map -> GT world similarity), the vertices are brought into the map frame first."""
-    from moonseg3r_ros.core.instance_map import InstanceMap, MapFileError
+    from moonseg3r_ros.core.instance_map import InstanceMap
+    from moonseg3r_ros.core.map_files import MapFileError
 
     try:
         instance_map = InstanceMap.load(map_path)
