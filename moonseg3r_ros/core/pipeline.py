@@ -16,17 +16,20 @@ Robustness: bad images, non-finite or old stamps, geometry errors, too little va
 errors are counted in `stats` and logged; the frame is reported with `skipped_reason` and nothing is
 written to the map. The map, memory and bank are only modified in the final commit stage.
 
-Threading: `step`, `reset`, `snapshot` and `close` hold `self.lock` (an RLock); readers that need a
-consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock:`.
+Threading: `step`, `reset`, `snapshot`, `close`, `load_map` and `update_config` hold `self.lock` (an
+RLock); readers that need a consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock:`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -158,6 +161,63 @@ class MoonSeg3RPipeline:
             self.decoder, self.lifter = None, None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def load_map(self, path: str | os.PathLike) -> InstanceMap:
+        """Continue from the map saved at `path` as a new sequence (memory, bank and counters start empty).
+
+        A map saved with this pipeline's MapConfig shares `config.map` (runtime threshold changes keep
+        applying to it); a map saved with another MapConfig keeps its own. Raises what InstanceMap.load raises.
+        """
+        loaded = InstanceMap.load(Path(path).expanduser())
+        with self.lock:
+            self.reset()
+            if dataclasses.asdict(loaded.config) == dataclasses.asdict(self.config.map):
+                loaded.config = self.config.map
+            self.instance_map = loaded
+        return loaded
+
+    def update_config(self, config: PipelineConfig, changed: Iterable[str]) -> None:
+        """Take the `changed` dotted fields ("association.match_threshold", ...) of `config` while running.
+
+        Set in place on `self.config`, whose section objects the pipeline's parts share, so they see them.
+        Only thresholds read per frame may change this way; the caller refuses the fields that define models.
+        """
+        with self.lock:
+            for name in changed:
+                *parents, leaf = name.split(".")
+                source, target = config, self.config
+                for part in parents:
+                    source, target = getattr(source, part, None), getattr(target, part, None)
+                if source is None or target is None or not hasattr(target, leaf):
+                    raise ValueError(f"'{name}' is not a pipeline configuration field")
+                setattr(target, leaf, getattr(source, leaf))
+
+    @staticmethod
+    def required_files(config: PipelineConfig) -> list[tuple[str, str]]:
+        """(field name, path) of every model file or folder `config` needs (the path may be empty)."""
+        needed = []
+        if config.geometry.source == "cut3r":
+            needed.append(("geometry.cut3r_checkpoint", config.geometry.cut3r_checkpoint))
+        if config.masks.source == "sam":
+            needed.append(("masks.sam_checkpoint", config.masks.sam_checkpoint))
+        if config.masks.source == "precomputed":
+            needed.append(("masks.precomputed_dir", config.masks.precomputed_dir))
+        if config.features.backbone == "dino":
+            needed.append(("features.weights", config.features.weights))
+        if config.refinement.weights:
+            needed.append(("refinement.weights", config.refinement.weights))
+        return needed
+
+    @staticmethod
+    def missing_files(config: PipelineConfig) -> str:
+        """One message naming every required file that is unset or absent ('' when all exist)."""
+        problems = []
+        for name, path in MoonSeg3RPipeline.required_files(config):
+            if not path:
+                problems.append(f"'{name}' is empty but required by this configuration")
+            elif not Path(path).expanduser().exists():
+                problems.append(f"'{name}' = '{path}' does not exist")
+        return "; ".join(problems)
 
     def step(self, image: np.ndarray, stamp: float, *, depth: Optional[np.ndarray] = None,
              intrinsics: Optional[np.ndarray] = None, pose_c2w: Optional[np.ndarray] = None,

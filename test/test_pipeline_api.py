@@ -1,0 +1,117 @@
+"""The pipeline's API used by the node: load_map, update_config, required_files / missing_files, close."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.instance_map import InstanceMap
+from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+
+K = np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]])
+
+
+def _config() -> PipelineConfig:
+    config = PipelineConfig()
+    config.masks.source = "ground_truth"
+    config.masks.min_mask_area = 10
+    config.masks.min_valid_points = 5
+    config.map.min_instance_points = 1
+    config.keyframe_interval = 1
+    config.device = "cpu"
+    return config
+
+
+def _step(pipeline: MoonSeg3RPipeline, stamp: float) -> None:
+    """One 30x40 view of a wall at 2 m with two squares (ids 1, 2)."""
+    image = np.full((30, 40, 3), 100, np.uint8)
+    ids = np.zeros((30, 40), np.int32)
+    image[5:15, 5:15], ids[5:15, 5:15] = (220, 20, 20), 1
+    image[15:28, 22:36], ids[15:28, 22:36] = (20, 20, 220), 2
+    depth = np.where(ids > 0, 1.8, 2.0).astype(np.float32)
+    result = pipeline.step(image, stamp, depth=depth, intrinsics=K, pose_c2w=np.eye(4), instance_ids=ids)
+    assert not result.skipped, result.skipped_reason
+
+
+@pytest.fixture(scope="module")
+def saved_map(tmp_path_factory):
+    """(path, the map as saved) after two keyframes."""
+    pipeline = MoonSeg3RPipeline(_config())
+    _step(pipeline, 1.0)
+    _step(pipeline, 2.0)
+    path = tmp_path_factory.mktemp("map") / "map.npz"
+    pipeline.instance_map.save(path)
+    assert len(pipeline.instance_map.instances()) == 2
+    return path, pipeline.instance_map
+
+
+def test_load_map_continues_a_new_sequence_from_the_saved_map(saved_map):
+    path, saved = saved_map
+    pipeline = MoonSeg3RPipeline(_config())
+    _step(pipeline, 5.0)
+    loaded = pipeline.load_map(path)
+    assert pipeline.instance_map is loaded
+    assert loaded.instances() == saved.instances() and len(loaded) == len(saved)
+    assert pipeline.stats["frames"] == 0 and pipeline.stats["keyframes"] == 0
+    assert loaded.config is pipeline.config.map  # same MapConfig: runtime changes keep applying
+    _step(pipeline, 0.5)  # counters and stamps start over: an earlier stamp is a new sequence's first frame
+    assert pipeline.stats["keyframes"] == 1
+
+
+def test_load_map_saved_with_another_map_config_keeps_its_own(saved_map):
+    path, saved = saved_map
+    config = _config()
+    config.map.voxel_size = 0.05
+    pipeline = MoonSeg3RPipeline(config)
+    loaded = pipeline.load_map(path)
+    assert loaded.config is not pipeline.config.map
+    assert loaded.config.voxel_size == saved.config.voxel_size == 0.02
+    assert loaded.instances() == saved.instances()
+
+
+def test_load_map_of_a_missing_file_raises_and_keeps_the_map(tmp_path):
+    pipeline = MoonSeg3RPipeline(_config())
+    _step(pipeline, 1.0)
+    before = pipeline.instance_map
+    with pytest.raises(Exception, match="missing.npz"):
+        pipeline.load_map(tmp_path / "missing.npz")
+    assert pipeline.instance_map is before and pipeline.stats["keyframes"] == 1
+
+
+def test_update_config_sets_the_changed_fields_where_the_parts_read_them():
+    pipeline = MoonSeg3RPipeline(_config())
+    changed = dataclasses.replace(pipeline.config)
+    changed.map = dataclasses.replace(pipeline.config.map, min_instance_points=77, stale_after_s=3.0)
+    changed.association = dataclasses.replace(pipeline.config.association, match_threshold=0.25)
+    pipeline.update_config(changed, ["map.min_instance_points", "association.match_threshold"])
+    assert pipeline.instance_map.config.min_instance_points == 77  # the map shares the section object
+    assert pipeline.config.association.match_threshold == 0.25
+    assert pipeline.config.map.stale_after_s == 0.0  # not named: unchanged
+    with pytest.raises(ValueError, match="map.no_such_field"):
+        pipeline.update_config(changed, ["map.no_such_field"])
+
+
+def test_required_and_missing_files(tmp_path):
+    config = _config()
+    assert MoonSeg3RPipeline.required_files(config) == [] and MoonSeg3RPipeline.missing_files(config) == ""
+    config.geometry.source = "cut3r"
+    config.features.backbone = "dino"
+    config.features.weights = str(tmp_path / "dino")
+    config.refinement.weights = str(tmp_path / "decoder.pt")
+    (tmp_path / "decoder.pt").write_bytes(b"x")
+    assert MoonSeg3RPipeline.required_files(config) == [
+        ("geometry.cut3r_checkpoint", ""), ("features.weights", str(tmp_path / "dino")),
+        ("refinement.weights", str(tmp_path / "decoder.pt"))]
+    message = MoonSeg3RPipeline.missing_files(config)
+    assert message == (f"'geometry.cut3r_checkpoint' is empty but required by this configuration; "
+                       f"'features.weights' = '{tmp_path / 'dino'}' does not exist")
+    config.masks.source = "precomputed"
+    assert "'masks.precomputed_dir' is empty" in MoonSeg3RPipeline.missing_files(config)
+
+
+def test_close_frees_the_models_and_keeps_the_map_readable():
+    pipeline = MoonSeg3RPipeline(_config())
+    _step(pipeline, 1.0)
+    pipeline.close()
+    assert pipeline.decoder is None and pipeline.lifter is None
+    assert isinstance(pipeline.instance_map, InstanceMap) and len(pipeline.instance_map.instances()) == 2
