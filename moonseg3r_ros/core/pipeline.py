@@ -268,6 +268,7 @@ class MoonSeg3RPipeline:
         result = FrameResult(stamp, index, is_keyframe, pose_c2w=geometry.pose_c2w.copy())
         if is_keyframe:
             self.stats["keyframes"] += 1
+            result.points_cam, result.valid = geometry.points_cam, geometry.valid
             self._keyframe(frame, geometry, result, timings)
         return result
 

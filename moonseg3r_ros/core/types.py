@@ -120,6 +120,8 @@ class FrameResult:
     pose_c2w: Optional[np.ndarray] = None  # 4x4, None when skipped
     num_masks: int = 0
     instance_ids_2d: Optional[np.ndarray] = None  # HxW int32 map instance id per pixel (keyframes), 0 = none
+    points_cam: Optional[np.ndarray] = None  # HxWx3 float32 camera-frame pointmap (keyframes), e.g. obstacle clouds
+    valid: Optional[np.ndarray] = None  # HxW bool: pixels of points_cam with usable geometry (keyframes)
     new_instance_ids: list[int] = field(default_factory=list)
     matched_instance_ids: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
