@@ -57,7 +57,7 @@ def fresh(records):
     import copy
     out = [copy.copy(r) for r in records]
     for r in out:
-        r.pooled_2d = r.pooled_3d = r.centroids = None
+        r.pooled_2d = r.pooled_3d = r.centroids = r.positions = None
     return out
 
 
@@ -194,12 +194,12 @@ def test_weights_file_loads_into_the_pipeline_modules_and_refuses_other_features
     decoder, head, lifter_state = build_refiner_modules(weights, config, 4, torch.device("cpu"), str(path))
     assert decoder.mode == "trained"
     record = trainer.train_records[0][0]
-    f2d, f3d = torch.from_numpy(record.features_2d), torch.from_numpy(record.features_3d)
+    f2d, f3d, pos = trainer.model.frame_tensors(record)
     with torch.no_grad():
-        torch.testing.assert_close(head(f2d, f3d), trainer.model.pixel_head(f2d, f3d))
+        torch.testing.assert_close(head(f2d, f3d, pos), trainer.model.pixel_head(f2d, f3d, pos))
         q = trainer.model.lift(record)
-        torch.testing.assert_close(decoder(q, head(f2d, f3d)).queries,
-                                   trainer.model.decoder(q, trainer.model.pixel_head(f2d, f3d)).queries)
+        torch.testing.assert_close(decoder(q, head(f2d, f3d, pos)).queries,
+                                   trainer.model.decoder(q, trainer.model.pixel_head(f2d, f3d, pos)).queries)
     for name, value in trainer.model.lifter.state_dict().items():
         assert torch.equal(lifter_state[name], value)
     other = from_dict({"pipeline": tiny_pipeline(**{"features.color_patch": 8,

@@ -1,6 +1,8 @@
 """The training losses with hand-checkable values (moonseg3r_ros/training/losses.py)."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -112,3 +114,21 @@ def test_pixel_head_reads_f3d_resampled_onto_the_f2d_grid():
     assert head(f2d, f3d).shape == (8, 4, 4)
     with pytest.raises(ValueError, match="F3d"):
         head(f2d, None)
+
+
+def test_patch_positions_average_valid_pixels_and_encode_none_as_zero():
+    from moonseg3r_ros.core.pixel_head import patch_positions
+
+    points = np.zeros((4, 4, 3), np.float32)
+    points[..., 0] = np.arange(4)[None, :]  # x = column
+    valid = np.ones((4, 4), bool)
+    valid[:2, :2] = False  # the top-left cell has no valid pixel
+    valid[2, 3] = False
+    pos = patch_positions(points, valid, 2, 2)
+    assert torch.isnan(pos[:, 0, 0]).all()
+    assert pos[0, 0, 1].item() == pytest.approx(2.5) and pos[0, 1, 0].item() == pytest.approx(0.5)
+    assert pos[0, 1, 1].item() == pytest.approx((2 + 2 + 3) / 3)  # the invalid pixel (2, 3) is left out
+    head = PixelHead(1, 0, 4, hidden=8, pos_frequencies=3)
+    encoded = head._encode(pos)
+    assert encoded.shape == (6, 2, 2) and torch.all(encoded[:, 0, 0] == 0) and torch.isfinite(encoded).all()
+    assert encoded[:, 1, 1].norm().item() == pytest.approx(1.0, abs=1e-5)  # [sin, cos] / sqrt(L): unit norm

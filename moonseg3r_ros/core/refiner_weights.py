@@ -4,7 +4,8 @@ File layout (written by `moonseg3r train`, read by the pipeline through `refinem
     tensors   "lifter.<name>", "decoder.<name>", "pixel_head.<name>"  (the modules' state_dicts)
     metadata  {"moonseg3r_refiner": JSON}  with
               format "moonseg3r-refiner", version 1,
-              dims {dim, semantic_dim, geometric_dim, pixel_hidden, num_layers, num_heads, pos_frequencies},
+              dims {dim, semantic_dim, geometric_dim, pixel_hidden, num_layers, num_heads, pos_frequencies,
+                    pixel_pos_frequencies, pixel_pos_scale},
               features  the feature configuration the weights were trained for (`feature_signature`),
               training  free-form facts about the run (steps, seed, data, losses).
 safetensors holds raw tensors and a JSON header only: loading never executes code.
@@ -14,7 +15,9 @@ positional encoding) is refused with a message naming each differing setting (`c
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +28,8 @@ FORMAT = "moonseg3r-refiner"
 VERSION = 1
 META_KEY = "moonseg3r_refiner"
 PARTS = ("lifter", "decoder", "pixel_head")
+LOGGER = logging.getLogger("moonseg3r")
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"  # weights that ship with the package
 
 
 class RefinerWeightsError(RuntimeError):
@@ -149,9 +154,11 @@ def build_refiner_modules(weights: RefinerWeights, config: Any, semantic_dim: in
         raise RefinerWeightsError(f"refinement weights '{path}' were trained for F2d with {dims['semantic_dim']} "
                                   f"channels, the backbone gives {semantic_dim}")
     head = PixelHead(int(dims["semantic_dim"]), int(dims["geometric_dim"]), int(dims["dim"]),
-                     int(dims["pixel_hidden"]))
-    decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
-                           run_untrained=True)
+                     int(dims["pixel_hidden"]), pos_frequencies=int(dims.get("pixel_pos_frequencies", 0)),
+                     pos_scale=float(dims.get("pixel_pos_scale", 0.5)))
+    with _quiet():  # its "random decoder weights" warning does not apply: the weights are loaded below
+        decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
+                               run_untrained=True)
     try:
         head.load_state_dict(weights.states["pixel_head"], strict=True)
         decoder.load_state_dict(weights.states["decoder"], strict=True)
@@ -159,3 +166,52 @@ def build_refiner_modules(weights: RefinerWeights, config: Any, semantic_dim: in
         raise RefinerWeightsError(f"refinement weights '{path}' do not fit their own dims {dims}: {err}") from err
     decoder.mode = "trained"
     return decoder.to(device).eval(), head.to(device).eval(), weights.states["lifter"]
+
+
+@contextlib.contextmanager
+def _quiet():
+    level = LOGGER.level
+    LOGGER.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
+def shipped_weights_for(config: Any) -> str:
+    """Path of a refiner file shipped in moonseg3r_ros/weights/ that was trained for `config`'s features, or ''."""
+    signature = feature_signature(config)
+    for path in sorted(SHIPPED_DIR.glob("*.safetensors")) if SHIPPED_DIR.is_dir() else []:
+        try:
+            metadata = _read_metadata(path) or {}
+            if json.loads(metadata.get(META_KEY, "{}")).get("features") == signature:
+                return str(path)
+        except (OSError, ValueError):
+            continue
+    return ""
+
+
+def build_refinement(config: Any, semantic_dim: int, device: torch.device) -> tuple[Any, Any]:
+    """The pipeline's refinement for `config.refinement` -> (QueryDecoder, PixelHead or None).
+
+    mode 'identity': the identity decoder (q' = q), whatever the weights. mode 'trained': the refiner file in
+    `weights`, or when that is empty the shipped file trained for these features; with neither, the identity
+    (logged once as "untrained refinement: identity"). A refiner file gives phi + psi, and eta's state in
+    `decoder.extras['lifter']` (the pipeline loads it into its QueryLifter); any other file is read by
+    QueryDecoder.load_weights (a decoder-only state dict on the F2d tokens, no psi)."""
+    from moonseg3r_ros.core.refinement import QueryDecoder
+
+    ref, dim = config.refinement, config.features.dim
+    path = ref.weights if ref.mode == "trained" else ""
+    if ref.mode == "trained" and not path:
+        path = shipped_weights_for(config)
+        if path:
+            LOGGER.info("refinement: shipped weights %s (trained for these features)", path)
+    if path and is_refiner_file(path):
+        weights = load_refiner(path)
+        decoder, head, lifter_state = build_refiner_modules(weights, config, semantic_dim, device, path)
+        decoder.extras = {"lifter": lifter_state}
+        LOGGER.info("refinement weights loaded from %s", path)
+        return decoder, head
+    decoder = QueryDecoder(dim, semantic_dim, ref.num_layers, ref.num_heads, path, ref.run_untrained, config.seed)
+    return decoder.to(device).eval(), None

@@ -69,6 +69,7 @@ class FrameRecord:
     pooled_2d: Optional[np.ndarray] = None  # N x C2 (lifter inputs, filled by `attach_lifter_inputs`)
     pooled_3d: Optional[np.ndarray] = None  # N x C3 or None
     centroids: Optional[np.ndarray] = None  # N x 3
+    positions: Optional[torch.Tensor] = None  # 3 x h x w patch world points (psi's input, filled on first use)
 
     @property
     def shape(self) -> tuple[int, int]:

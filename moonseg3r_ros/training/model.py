@@ -33,7 +33,7 @@ from torch import nn
 
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.lifting import fourier_encoding
-from moonseg3r_ros.core.pixel_head import PixelHead, resample_to_grid
+from moonseg3r_ros.core.pixel_head import PixelHead, patch_positions, resample_to_grid
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refinement import QueryDecoder
 from moonseg3r_ros.training.data import FrameRecord, make_lifter
@@ -49,6 +49,7 @@ class ModelConfig:
     detach_memory: bool = False  # stop gradients at the clip's query bank
     assign_fraction: float = 0.5  # share of a mask's claimed pixels an id must hold to be its target
     use_context: bool = True  # feed the retrieved queries to phi (False: ablation without memory context)
+    pixel_positions: bool = True  # psi also sees a Fourier encoding of each patch's world point
 
 
 @dataclass
@@ -79,7 +80,9 @@ class Refiner(nn.Module):
         dim = config.features.dim
         self.config, self.model_config = config, model
         self.lifter = make_lifter(config, semantic_dim, geometric_dim)
-        self.pixel_head = PixelHead(semantic_dim, geometric_dim, dim, model.pixel_hidden, seed=config.seed)
+        frequencies = config.features.pos_frequencies if model.pixel_positions else 0
+        self.pixel_head = PixelHead(semantic_dim, geometric_dim, dim, model.pixel_hidden, config.seed, frequencies,
+                                    config.features.pos_scale)
         with _quiet():
             self.decoder = QueryDecoder(dim, dim, config.refinement.num_layers, config.refinement.num_heads,
                                         run_untrained=True, seed=config.seed)
@@ -95,13 +98,16 @@ class Refiner(nn.Module):
         position = torch.from_numpy(record.centroids).to(device)
         return query + lifter.position_proj(fourier_encoding(position, lifter.pos_bands))
 
-    def frame_tensors(self, record: FrameRecord) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def frame_tensors(self, record: FrameRecord) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """(F2d, F3d or None, patch world points 3 x h x w) of a record on the model's device."""
         device = self.lifter.semantic_proj.weight.device
         f2d = torch.from_numpy(record.features_2d).to(device)
         f3d = None
         if record.features_3d is not None and self.pixel_head.geometric_dim:
             f3d = torch.from_numpy(record.features_3d).to(device)
-        return f2d, f3d
+        if record.positions is None:
+            record.positions = patch_positions(record.points_world, record.valid, f2d.shape[1], f2d.shape[2])
+        return f2d, f3d, record.positions.to(device)
 
     def clip_losses(self, clip: list[FrameRecord], plans: list[FramePlan], loss: LossConfig,
                     generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
@@ -110,8 +116,8 @@ class Refiner(nn.Module):
         seg, dist, xseg = [], [], []
         window = self.config.memory.bank_average_window
         for record, plan in zip(clip, plans):
-            f2d, f3d = self.frame_tensors(record)
-            pixels = self.pixel_head(f2d, f3d)
+            f2d, f3d, positions = self.frame_tensors(record)
+            pixels = self.pixel_head(f2d, f3d, positions)
             queries = self.lift(record)
             context_ids = [i for i in plan.visible if i in bank]
             context = torch.stack([bank[i][0] for i in context_ids]) if context_ids else None

@@ -187,7 +187,9 @@ class Trainer:
         dims = {"dim": model.pixel_head.dim, "semantic_dim": model.pixel_head.semantic_dim,
                 "geometric_dim": model.pixel_head.geometric_dim, "pixel_hidden": model.pixel_head.hidden,
                 "num_layers": len(model.decoder.layers), "num_heads": self.pipeline_config.refinement.num_heads,
-                "pos_frequencies": model.lifter.pos_frequencies}
+                "pos_frequencies": model.lifter.pos_frequencies,
+                "pixel_pos_frequencies": model.pixel_head.pos_frequencies,
+                "pixel_pos_scale": self.pipeline_config.features.pos_scale}
         training = {"steps": self.step, "seed": self.config.run.seed, "config": to_dict(self.config)}
         return save_refiner(path or self.out / self.config.run.weights_name,
                             {"lifter": model.lifter, "decoder": model.decoder, "pixel_head": model.pixel_head},
