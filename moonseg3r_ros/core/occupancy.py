@@ -41,7 +41,10 @@ class GroundPlane:
 
     def to_ground(self, points: np.ndarray) -> np.ndarray:
         """Nx3 map points -> Nx3 (u, v, h) ground coordinates."""
-        return (np.asarray(points, np.float64) - self.origin) @ self.rotation
+        shifted = np.asarray(points, np.float64) - self.origin
+        if np.array_equal(self.rotation, np.eye(3)):
+            return shifted
+        return rotate(shifted, self.rotation.T)
 
     @property
     def up(self) -> np.ndarray:
@@ -89,6 +92,12 @@ class OccupancyGrid:
     floor_instances: list[int] = field(default_factory=list)  # ids treated as the support plane
     ignored_instances: list[int] = field(default_factory=list)  # ids that are never obstacles (floor, size)
     cropped_points: int = 0  # points outside a grid limited by max_cells
+
+
+def rotate(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Nx3 points -> Nx3 `matrix @ p` for each p. As (M P^T)^T: numpy's matmul of an Nx3 by a 3x3 matrix
+    was 50x slower here (0.6 s vs 0.01 s for 1M points)."""
+    return (np.asarray(matrix, np.float64) @ np.asarray(points, np.float64).T).T
 
 
 def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
@@ -236,7 +245,9 @@ def _majority_ids(cell: np.ndarray, ids: np.ndarray, n_cells: int) -> np.ndarray
     out = np.zeros(n_cells, np.uint32)
     if cell.size == 0:
         return out
-    pairs, counts = np.unique(np.stack([cell, ids.astype(np.int64)], 1), axis=0, return_counts=True)
+    span = int(ids.max()) + 1
+    keys, counts = np.unique(cell * span + ids.astype(np.int64), return_counts=True)  # one int64 per (cell, id)
+    pairs = np.stack([keys // span, keys % span], 1)
     nonzero = pairs[:, 1] != 0
     # sort by cell, then non-zero ids first, then count descending, then id ascending; take each cell's first
     order = np.lexsort((pairs[:, 1], -counts, ~nonzero, pairs[:, 0]))

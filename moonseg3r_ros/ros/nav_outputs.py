@@ -17,7 +17,7 @@ import numpy as np
 
 from moonseg3r_ros.core.config import OccupancyConfig
 from moonseg3r_ros.core.instance_query import InstanceQuery, query_instances
-from moonseg3r_ros.core.occupancy import OccupancyGrid, build_occupancy, obstacle_mask
+from moonseg3r_ros.core.occupancy import OccupancyGrid, build_occupancy, obstacle_mask, rotate
 from moonseg3r_ros.ros.nav_config import NavConfig
 
 CLASS_ID = "instance"  # the map is class-agnostic
@@ -40,7 +40,7 @@ def map_view_in(points: np.ndarray, ids: np.ndarray, records: Sequence[Any], tra
     ids = np.asarray(ids).astype(np.int64)
     if np.array_equal(transform, np.eye(4)):
         return MapView(points, ids, list(records))
-    moved = points @ transform[:3, :3].T + transform[:3, 3]
+    moved = rotate(points, transform[:3, :3]) + transform[:3, 3]
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if ids.size else np.zeros(0, int)
@@ -145,7 +145,7 @@ def frame_obstacles(points_cam: np.ndarray, ids: np.ndarray, camera_to_map: np.n
     grid's rule (ground plane and ignored instances of the latest grid; none before the first grid)."""
     if grid is None or points_cam.shape[0] == 0:
         return np.zeros((0, 3), np.float32)
-    in_map = np.asarray(points_cam, np.float64) @ camera_to_map[:3, :3].T + camera_to_map[:3, 3]
+    in_map = rotate(points_cam, camera_to_map[:3, :3]) + camera_to_map[:3, 3]
     keep = obstacle_mask(in_map, ids, config, grid.info.plane, grid.ignored_instances)
     return np.asarray(points_cam, np.float32)[keep]
 
@@ -193,6 +193,10 @@ class NavOutputs:
             self._pubs["obstacle_cloud"] = node.create_publisher(PointCloud2, topics.obstacle_cloud, 5)
         self._service = node.create_service(QueryInstances, topics.query_service, self._on_query,
                                             callback_group=self.group)
+
+    @property
+    def publishes_obstacles(self) -> bool:
+        return "obstacle_cloud" in self._pubs
 
     def destroy(self) -> None:
         if self._timer is not None:

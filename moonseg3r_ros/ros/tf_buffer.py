@@ -282,16 +282,17 @@ def tf_qos():
 
 
 def make_tf_buffer(node: Any, cache_time_s: float = 10.0, use_tf2_ros: Optional[bool] = None
-                   ) -> tuple[Any, list[Any]]:
+                   ) -> tuple[Any, Any]:
     """A buffer fed from /tf and /tf_static for `node`: tf2_ros's when importable (unless use_tf2_ros is
-    False), else ours. Returns (buffer, handles to keep alive / destroy: listener or subscriptions)."""
+    False), else ours. Returns (buffer, close): close() stops the feeding (listener or subscriptions)."""
     if use_tf2_ros is not False:
         try:
             import tf2_ros
             from rclpy.duration import Duration
 
             buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time_s))
-            return Tf2RosBuffer(buffer), [tf2_ros.TransformListener(buffer, node, spin_thread=False)]
+            listener = tf2_ros.TransformListener(buffer, node, spin_thread=False)
+            return Tf2RosBuffer(buffer), listener.unregister
         except ImportError:
             if use_tf2_ros:
                 raise
@@ -309,4 +310,9 @@ def make_tf_buffer(node: Any, cache_time_s: float = 10.0, use_tf2_ros: Optional[
 
     subs = [node.create_subscription(TFMessage, "/tf", lambda m: on_tf(m, False), dynamic),
             node.create_subscription(TFMessage, "/tf_static", lambda m: on_tf(m, True), static)]
-    return buffer, subs
+
+    def close() -> None:
+        for sub in subs:
+            node.destroy_subscription(sub)
+
+    return buffer, close
