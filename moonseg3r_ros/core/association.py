@@ -40,6 +40,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .config import AssociationConfig
 from .lifting import grouped_percentile
+from .query_bank import QueryBank
 from .types import MaskSet
 
 
@@ -306,3 +307,16 @@ def match_to_map(frame_queries, frame_tokens, frame_boxes, map_queries, map_toke
     rows, cols = linear_sum_assignment(score, maximize=True)
     keep = score[rows, cols] > threshold
     return sorted((int(r), int(ids[c])) for r, c in zip(rows[keep], cols[keep]))
+
+
+def match_to_bank(queries, tokens, boxes, bank: QueryBank, visible_boxes: Mapping[int, np.ndarray],
+                  config: AssociationConfig) -> list[tuple[int, int]]:
+    """`match_to_map` of frame instances (queries GxD, tokens GxS or None, boxes Gx2x3) against every bank
+    instance; the token term only when both sides have tokens, with the matching threshold (`match_threshold`)."""
+    bank_ids = bank.ids()
+    if bank_ids.size == 0:
+        return []
+    bank_q, bank_t, bank_b, _ = bank.get(bank_ids)
+    use_tokens = tokens is not None and bank_t is not None
+    return match_to_map(queries, tokens if use_tokens else None, boxes, bank_q, bank_t if use_tokens else None,
+                        bank_b, match_threshold(config, use_tokens), bank_ids, visible_boxes)

@@ -20,6 +20,7 @@ largest area, first). Problems (missing files, missing ground truth, missing che
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -333,3 +334,19 @@ def paint_labels(masks, ids: np.ndarray, valid: Optional[np.ndarray] = None) -> 
     if valid is not None:
         labels[~valid] = 0
     return labels
+
+
+def drop_masks_without_geometry(masks: MaskSet, valid: np.ndarray, min_valid_points: int) -> tuple[MaskSet, int]:
+    """Masks NxHxW, valid HxW -> (the masks with >= min_valid_points pixels of valid geometry, counted on a
+    sub-grid of about 20k pixels; how many were dropped). MaskError when the masks are not on valid's grid."""
+    if len(masks) == 0:
+        return masks, 0
+    if masks.shape != valid.shape:
+        raise MaskError(f"mask source returned masks of size {masks.shape}, frame is {valid.shape}")
+    stride = max(1, int(math.sqrt(valid.size / 20_000)))
+    index, rows, cols = subgrid_members(masks, stride)
+    counts = np.bincount(index[valid[::stride, ::stride][rows, cols]], minlength=len(masks))
+    keep = counts * stride * stride >= min_valid_points
+    if keep.all():
+        return masks, 0
+    return select_masks(masks, keep), int((~keep).sum())

@@ -35,15 +35,16 @@ import numpy as np
 import torch
 
 from moonseg3r_ros.core import association as assoc
-from moonseg3r_ros.core import kernels
+from moonseg3r_ros.core import kernels, model_files
 from moonseg3r_ros.core.camera import estimate_intrinsics
 from moonseg3r_ros.core.config import PipelineConfig, validate
+from moonseg3r_ros.core.devices import resolve_device
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
 from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
-from moonseg3r_ros.core.masks import MaskError, make_mask_source, paint_labels, select_masks, subgrid_members
+from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, make_mask_source, paint_labels
 from moonseg3r_ros.core.query_bank import QueryBank
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refinement import QueryDecoder
@@ -53,19 +54,6 @@ from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 STAT_NAMES = ("frames", "keyframes", "skipped_out_of_order", "skipped_bad_input", "skipped_no_geometry",
               "skipped_no_masks", "keyframes_without_masks", "masks_total", "masks_dropped_no_geometry",
               "skipped_errors", "instances_new", "instances_matched", "masks_merged", "instances_pruned")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; anything else is passed to torch.device (clear error)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"invalid device '{name}': {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available (use 'auto' or 'cpu')")
-    return device
 
 
 @dataclass
@@ -192,32 +180,8 @@ class MoonSeg3RPipeline:
                     raise ValueError(f"'{name}' is not a pipeline configuration field")
                 setattr(target, leaf, getattr(source, leaf))
 
-    @staticmethod
-    def required_files(config: PipelineConfig) -> list[tuple[str, str]]:
-        """(field name, path) of every model file or folder `config` needs (the path may be empty)."""
-        needed = []
-        if config.geometry.source == "cut3r":
-            needed.append(("geometry.cut3r_checkpoint", config.geometry.cut3r_checkpoint))
-        if config.masks.source == "sam":
-            needed.append(("masks.sam_checkpoint", config.masks.sam_checkpoint))
-        if config.masks.source == "precomputed":
-            needed.append(("masks.precomputed_dir", config.masks.precomputed_dir))
-        if config.features.backbone == "dino":
-            needed.append(("features.weights", config.features.weights))
-        if config.refinement.weights:
-            needed.append(("refinement.weights", config.refinement.weights))
-        return needed
-
-    @staticmethod
-    def missing_files(config: PipelineConfig) -> str:
-        """One message naming every required file that is unset or absent ('' when all exist)."""
-        problems = []
-        for name, path in MoonSeg3RPipeline.required_files(config):
-            if not path:
-                problems.append(f"'{name}' is empty but required by this configuration")
-            elif not Path(path).expanduser().exists():
-                problems.append(f"'{name}' = '{path}' does not exist")
-        return "; ".join(problems)
+    required_files = staticmethod(model_files.required_files)  # (field, path) of the model files a config needs
+    missing_files = staticmethod(model_files.missing_files)  # one message naming those unset or absent
 
     def step(self, image: np.ndarray, stamp: float, *, depth: Optional[np.ndarray] = None,
              intrinsics: Optional[np.ndarray] = None, pose_c2w: Optional[np.ndarray] = None,
@@ -306,20 +270,10 @@ class MoonSeg3RPipeline:
         result.matched_instance_ids = keyframe.matched_ids
 
     def _usable_masks(self, masks: MaskSet, geometry: FrameGeometry) -> MaskSet:
-        """Drop masks NxHxW with fewer than min_valid_points pixels of valid geometry (counted on a sub-grid)."""
-        if len(masks) == 0:
-            return masks
-        if masks.shape != geometry.valid.shape:
-            raise MaskError(f"mask source returned masks of size {masks.shape}, frame is "
-                            f"{geometry.valid.shape}")
-        stride = max(1, int(math.sqrt(geometry.valid.size / 20_000)))
-        index, rows, cols = subgrid_members(masks, stride)
-        counts = np.bincount(index[geometry.valid[::stride, ::stride][rows, cols]], minlength=len(masks))
-        keep = counts * stride * stride >= self.config.masks.min_valid_points
-        if keep.all():
-            return masks
-        self.stats["masks_dropped_no_geometry"] += int((~keep).sum())
-        return select_masks(masks, keep)
+        """Drop masks NxHxW with too little valid geometry (masks.drop_masks_without_geometry), counted."""
+        masks, dropped = drop_masks_without_geometry(masks, geometry.valid, self.config.masks.min_valid_points)
+        self.stats["masks_dropped_no_geometry"] += dropped
+        return masks
 
     def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> _Keyframe:
         """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
@@ -403,15 +357,7 @@ class MoonSeg3RPipeline:
         groups = assoc.merge_within_frame(queries, boxes, cfg.merge_threshold, cfg.merge_box_margin)
         if len(groups) < len(masks):
             masks, queries, boxes, tokens = assoc.combine_groups(groups, masks, queries, boxes, tokens)
-        bank_ids = self.bank.ids()
-        matches: list[tuple[int, int]] = []
-        if bank_ids.size:
-            bank_q, bank_t, bank_b, _ = self.bank.get(bank_ids)
-            use_tokens = tokens is not None and bank_t is not None
-            threshold = assoc.match_threshold(cfg, use_tokens)
-            matches = assoc.match_to_map(queries, tokens if use_tokens else None, boxes, bank_q,
-                                         bank_t if use_tokens else None, bank_b, threshold, bank_ids, visible_boxes)
-        matched = dict(matches)
+        matched = dict(assoc.match_to_bank(queries, tokens, boxes, self.bank, visible_boxes, cfg))
         ids = np.zeros(len(masks), np.int64)
         new_ids: list[int] = []
         for g in range(len(masks)):
