@@ -85,6 +85,20 @@ def test_vision_msgs_have_the_upstream_layout():
         assert list(msg_type.get_fields_and_field_types().items()) == layout, msg_type.__name__
 
 
+def test_the_fallback_is_used_only_without_a_real_vision_msgs():
+    """setup.sh builds third_party/vision_msgs only when the environment has none: if ours is the one
+    imported, nothing else provides vision_msgs (without our overlay it does not import)."""
+    import vision_msgs
+
+    repo = Path(__file__).resolve().parents[1]
+    if not Path(vision_msgs.__file__).resolve().is_relative_to(repo / "install"):
+        pytest.skip(f"a real vision_msgs is installed ({vision_msgs.__file__}): the fallback is not built")
+    env = {**os.environ, "MOONSEG3R_NO_OVERLAY": "1", "AMENT_PREFIX_PATH": "", "PYTHONPATH": ""}
+    probe = subprocess.run([sys.executable, "-c", "import vision_msgs.msg"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0, "a real vision_msgs exists but the fallback was built over it"
+    assert (repo / "third_party" / "vision_msgs" / "package.xml").is_file()
+
+
 def test_occupancy_grid_instance_grid_and_query_service_fields():
     grid = OccupancyGrid.get_fields_and_field_types()
     assert grid == {"header": "std_msgs/Header", "info": "nav_msgs/MapMetaData", "data": "sequence<int8>"}
