@@ -109,7 +109,8 @@ def test_retrieve_identical_with_and_without_kernels(monkeypatch):
     valid = rng.random((height, width)) > 0.1
     for k01 in (0.0, 0.7):
         intrinsics = np.array([[40.0, k01, 31.5], [0.0, 40.0, 23.5], [0.0, 0.0, 1.0]])
-        for depth, depth_valid in ((None, None), (pointmap[..., 2], valid), (pointmap[..., 2].astype(np.float64), None)):
+        depths = ((None, None), (pointmap[..., 2], valid), (pointmap[..., 2].astype(np.float64), None))
+        for depth, depth_valid in depths:
             views = []
             for numba_on in (True, False):
                 monkeypatch.setattr(kernels, "NUMBA_ENABLED", numba_on)

@@ -179,3 +179,18 @@ def test_voxel_hash_lookup_insert_growth_and_majority_helpers():
     vote, count = majority_of_groups(inverse, ids, unique.size)
     groups, ref_vote, ref_count = majority_per_group(inverse, ids)
     assert np.array_equal(vote[groups], ref_vote) and np.array_equal(count[groups], ref_count)
+
+
+def test_voxel_slots_number_new_keys_ascending_and_grow_like_their_stores():
+    slots = VoxelSlots(capacity=4)
+    first, new = slots.slots_for(np.array([30, 10, 30, 20], np.int64))
+    assert first.tolist() == [2, 0, 2, 1] and new.tolist() == [0, 1, 2]  # new keys get slots in key order
+    assert slots.keys.tolist() == [10, 20, 30] and len(slots) == 3 and slots.capacity == 4
+    again, new = slots.slots_for(np.array([20, 5, 40], np.int64))
+    assert again.tolist() == [1, 3, 4] and new.tolist() == [3, 4]
+    assert slots.capacity == 8  # max(need 5, 2 x 4)
+    assert slots.lookup(np.array([5, 6], np.int64)).tolist() == [3, -1]
+    restored = VoxelSlots()
+    restored.restore(slots.keys)
+    assert restored.keys.tolist() == slots.keys.tolist() and restored.capacity == 1024
+    assert np.array_equal(restored.lookup(slots.keys), np.arange(5))

@@ -30,7 +30,7 @@ All inputs may be numpy arrays or torch tensors; outputs are numpy.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -222,7 +222,7 @@ def merge_within_frame(queries, boxes, threshold: float = 0.8, box_margin: float
 
 
 def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
-                   tokens=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+                   tokens=None) -> tuple[Any, np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Fuse each group: masks GxHxW (union), queries GxD and tokens GxS (pixel-area weighted mean), boxes Gx2x3.
 
     `masks` may be a MaskSet; the fused masks are then a MaskSet too (given as labels when the input was)."""
@@ -232,6 +232,7 @@ def combine_groups(groups: Sequence[np.ndarray], masks, queries, boxes,
     # every mask's group, without a Python loop over the groups (each mask is in exactly one group)
     members = np.concatenate([np.asarray(g, np.int64) for g in groups]) if n_groups else np.zeros(0, np.int64)
     group_of = np.repeat(np.arange(n_groups), [len(g) for g in groups])
+    fused_masks: Any  # a MaskSet when `masks` is one, else a GxHxW bool array
     if isinstance(masks, MaskSet) and masks.labels is not None:
         area = masks.areas().astype(np.float32)  # counted once by the mask source when it gave labels
         table = np.zeros(len(masks) + 1, np.int32)
@@ -269,7 +270,7 @@ def match_threshold(config: AssociationConfig, has_state_tokens: bool) -> float:
 
 
 def association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
-                       map_ids: Optional[Sequence[int]] = None,
+                       map_ids: Optional[Sequence[int] | np.ndarray] = None,
                        visible_boxes: Optional[Mapping[int, np.ndarray]] = None) -> np.ndarray:
     """NxM score = cos(query) + cos(state token) [if both given] + 3D box IoU, where the IoU of a map instance
     whose id (map_ids[j]) is in `visible_boxes` is the larger of its box's and its visible part's (see the
@@ -288,7 +289,7 @@ def association_scores(frame_queries, frame_tokens, frame_boxes, map_queries, ma
 
 
 def match_to_map(frame_queries, frame_tokens, frame_boxes, map_queries, map_tokens, map_boxes,
-                 threshold: float, map_ids: Optional[Sequence[int]] = None,
+                 threshold: float, map_ids: Optional[Sequence[int] | np.ndarray] = None,
                  visible_boxes: Optional[Mapping[int, np.ndarray]] = None) -> list[tuple[int, int]]:
     """Hungarian matching of N frame instances to M map instances on `association_scores`.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -207,7 +207,7 @@ class Cut3rGeometry:
         cut3r = _import_cut3r()
         if model is None:
             model = load_cut3r(config.cut3r_checkpoint, self.device, cut3r)
-        self.model = model.to(self.device, torch.float32).eval()
+        self.model: Any = cast(Any, model.to(self.device, torch.float32).eval())  # a Cut3r (its .config)
         layer = config.state_attention_layer
         depth = int(self.model.config.dec_depth)
         if layer is not None and not -depth <= int(layer) < depth:

@@ -77,8 +77,8 @@ class _Meta:
 # Storage: the float columns live side by side in one Sx8 float32 array and the vote columns in one Sx2 int32
 # array, so fusing a frame gathers and scatters one 32-byte (8-byte) record per touched voxel instead of one
 # element per column (random access into a map of ~1M voxels is what costs). `_slots[name]` are views.
-_ATTR_COLUMNS = {"xyz": slice(0, 3), "rgb": slice(3, 6), "conf": 6, "weight": 7}
-_VOTE_COLUMNS = {"vote_id": 0, "vote_count": 1}
+_ATTR_COLUMNS: dict[str, slice | int] = {"xyz": slice(0, 3), "rgb": slice(3, 6), "conf": 6, "weight": 7}
+_VOTE_COLUMNS: dict[str, int] = {"vote_id": 0, "vote_count": 1}
 _ATTR_RECORD = np.dtype((np.void, 32))
 _VOTE_RECORD = np.dtype((np.void, 8))
 
@@ -118,14 +118,15 @@ class InstanceMap:
         """Zeroed per-voxel storage for `capacity` voxels (the old storage's used rows copied over)."""
         attrs = np.zeros((capacity, 8), np.float32)
         votes = np.zeros((capacity, 2), np.int32)
-        old = getattr(self, "_attrs", None)
+        old: Optional[np.ndarray] = getattr(self, "_attrs", None)
         used = 0 if old is None else min(self._n, old.shape[0])
-        if used:
+        if old is not None and used:
             attrs[:used], votes[:used] = old[:used], self._votes[:used]
-        self._attrs, self._votes = attrs, votes
+        self._attrs: np.ndarray = attrs
+        self._votes: np.ndarray = votes
         self._attr_records = attrs.view(_ATTR_RECORD).reshape(-1)
         self._vote_records = votes.view(_VOTE_RECORD).reshape(-1)
-        self._slots = {name: attrs[:, col] for name, col in _ATTR_COLUMNS.items()}
+        self._slots: dict[str, np.ndarray] = {name: attrs[:, col] for name, col in _ATTR_COLUMNS.items()}
         self._slots.update({name: votes[:, col] for name, col in _VOTE_COLUMNS.items()})
 
     def _col(self, name: str) -> np.ndarray:
@@ -260,9 +261,9 @@ class InstanceMap:
         sums = torch.zeros((4, size), dtype=torch.float64).index_add_(1, index[0], values).numpy()
         means = sums[:, present] / counts[present]
         centroid, conf = means[:3].T.copy(), means[3]
-        lo = torch.full((3, size), np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], reduce="amin")
-        hi = torch.full((3, size), -np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], reduce="amax")
-        lo, hi = lo.T.numpy().astype(np.float32), hi.T.numpy().astype(np.float32)  # exact: float32 inputs
+        lo_t = torch.full((3, size), np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amin")
+        hi_t = torch.full((3, size), -np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amax")
+        lo, hi = lo_t.T.numpy().astype(np.float32), hi_t.T.numpy().astype(np.float32)  # exact: float32 inputs
         return [self._record(int(i), float(conf[k]), int(counts[i]), centroid[k], lo[i].copy(), hi[i].copy())
                 for k, i in enumerate(present)]
 

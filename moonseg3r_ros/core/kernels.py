@@ -1,7 +1,7 @@
 """Compiled single-pass kernels for the map's hottest loops (numba), with the numpy code as the fallback.
 
-Chosen at import (`DISABLED_REASON` says why when off): `NUMBA_ENABLED` is True when numba imports and the environment variable
-`MOONSEG3R_NO_NUMBA` is not "1"; callers (voxels.VoxelHash, query_memory.QueryIndexMemory.update,
+Chosen at import (`DISABLED_REASON` says why when off): `NUMBA_ENABLED` is True when numba imports and the
+environment variable `MOONSEG3R_NO_NUMBA` is not "1"; callers (voxels.VoxelHash, query_memory.QueryIndexMemory.update,
 instance_map.InstanceMap.integrate) read it at call time and otherwise run their numpy code. Every kernel
 gives bit-identical results to that numpy code: the same float32 / float64 operations in the same order
 (sums accumulate in point order from 0.0 like np.bincount; products of float32 stay float32), the same
@@ -32,7 +32,7 @@ try:
 except ImportError as _err:  # numpy fallback (the callers' own code)
     NUMBA_ENABLED, DISABLED_REASON = False, f"numba kernels off ({_err}): the numpy code runs"
 
-    def njit(*args, **kwargs):  # noqa: D103 - keeps the definitions below importable (never called)
+    def njit(*args, **kwargs):  # type: ignore[no-redef]  # keeps the definitions below importable (never called)
         return lambda function: function
 
 _EMPTY = -1

@@ -127,8 +127,8 @@ def coverage_weights(masks, grid_h: int, grid_w: int, samples: int, fallback_pix
             sampled[~valid.reshape(-1).take(pixel)] = 0
         hit = sampled > 0
         mask_of = sampled[hit] - 1
-        weights = np.bincount(mask_of * cells + cell[hit], minlength=n * cells)
-        weights = weights.reshape(n, cells).astype(np.float32)
+        pair_counts = np.bincount(mask_of * cells + cell[hit], minlength=n * cells)
+        weights = pair_counts.reshape(n, cells).astype(np.float32)
         total = np.bincount(mask_of, minlength=n).astype(np.float32)  # = the row sums (integers: exact)
     else:
         dense = masks.masks if valid is None else masks.masks & valid[None]
@@ -160,6 +160,8 @@ def _sample_points(height: int, width: int, grid_h: int, grid_w: int, samples: i
 
 class QueryLifter(nn.Module):
     """Masks + F2d + F3d + X_t -> initial queries q_t (NxD), 3D boxes and centroids (see module docstring)."""
+
+    pos_bands: torch.Tensor  # 3 x L random Fourier bands (a registered buffer)
 
     def __init__(self, dim: int, semantic_dim: int, geometric_dim: int = 0, pos_frequencies: int = 6,
                  pos_scale: float = 8.0, seed: int = 0, box_percentile: float = 0.02,

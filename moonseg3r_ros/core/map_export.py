@@ -72,7 +72,8 @@ def export_scannet(instance_map: InstanceMap, vertices: np.ndarray, out_dir: str
     labels = vertex_ids(instance_map, vertices, max_distance)
     out = Path(out_dir)
     (out / "pred_mask").mkdir(parents=True, exist_ok=True)
-    lines, exported = [], []
+    lines: list[str] = []
+    exported: list[int] = []
     for record in instance_map.instances():
         mask = labels == record.id
         if int(mask.sum()) < max(min_points, 1):

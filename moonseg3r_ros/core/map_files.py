@@ -11,6 +11,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class MapState:
 
 def save_map(path: str | os.PathLike, state: MapState) -> None:
     """Write `state` to one .npz file (exact round trip with `load_map`)."""
-    arrays = {f"slot_{name}": state.slots[name] for name in SLOT_ARRAYS}
+    arrays: dict[str, Any] = {f"slot_{name}": state.slots[name] for name in SLOT_ARRAYS}
     arrays.update(
         magic=np.array(MAGIC), format_version=np.array(FORMAT_VERSION, np.int64),
         config=np.array(json.dumps(dataclasses.asdict(state.config))), next_id=np.array(state.next_id, np.int64),

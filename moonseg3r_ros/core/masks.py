@@ -110,7 +110,8 @@ def subgrid_members(masks: MaskSet, stride: int) -> tuple[np.ndarray, np.ndarray
         sub = masks.labels[::stride, ::stride]
         rows, cols = np.nonzero(sub)
         return sub[rows, cols].astype(np.int64) - 1, rows, cols
-    return np.nonzero(masks.masks[:, ::stride, ::stride])
+    index, rows, cols = np.nonzero(masks.masks[:, ::stride, ::stride])
+    return index, rows, cols
 
 
 def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -257,7 +258,7 @@ class SamMasks:
         self.device = torch.device(device)
         if model is None:
             model = build_sam(config.sam_model_type, config.sam_checkpoint, self.device)
-        self.model = model.to(self.device).eval()
+        self.model: Optional[torch.nn.Module] = model.to(self.device).eval()
         self.generator = SamAutomaticMaskGenerator(
             self.model, points_per_side=config.points_per_side, pred_iou_thresh=config.pred_iou_thresh,
             stability_score_thresh=config.stability_score_thresh)

@@ -146,7 +146,7 @@ class MoonSeg3RPipeline:
                 closer = getattr(getattr(self, name), "close", None)
                 if closer is not None:
                     closer()
-            self.decoder, self.lifter = None, None
+            self.decoder, self.lifter = None, None  # type: ignore[assignment]  # closed: step() refuses
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -173,7 +173,8 @@ class MoonSeg3RPipeline:
         with self.lock:
             for name in changed:
                 *parents, leaf = name.split(".")
-                source, target = config, self.config
+                source: Any = config
+                target: Any = self.config
                 for part in parents:
                     source, target = getattr(source, part, None), getattr(target, part, None)
                 if source is None or target is None or not hasattr(target, leaf):

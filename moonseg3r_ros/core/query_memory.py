@@ -148,9 +148,8 @@ class QueryIndexMemory:
         else:
             finite = np.flatnonzero(ok)
             slots = self._voxels.lookup(voxel_keys(points[finite], self.voxel_size))
-            known = slots >= 0
-            slots, known = slots[known], finite[known]
-            out[known] = self._ids.take(slots)
+            hit = slots >= 0
+            out[finite[hit]] = self._ids.take(slots[hit])
             return out
         out[known] = self._ids.take(slots[known])
         return out

@@ -77,14 +77,15 @@ class MaskSet:
             if self.labels is not None:
                 self._areas = np.bincount(self.labels.reshape(-1), minlength=n + 1)[1:n + 1].astype(np.int64)
             else:
-                self._areas = self._masks.reshape(n, -1).sum(axis=1).astype(np.int64)
+                self._areas = self.masks.reshape(n, -1).sum(axis=1).astype(np.int64)
         return self._areas
 
     @property
     def masks(self) -> np.ndarray:
         if self._masks is None:
+            labels = self._labels_set()
             n = int(np.asarray(self.scores).shape[0])
-            self._masks = self.labels[None] == np.arange(1, n + 1, dtype=self.labels.dtype)[:, None, None]
+            self._masks = labels[None] == np.arange(1, n + 1, dtype=labels.dtype)[:, None, None]
         return self._masks
 
     @masks.setter
@@ -96,7 +97,14 @@ class MaskSet:
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W) of the frame grid."""
-        return tuple(self.labels.shape) if self._masks is None else tuple(self._masks.shape[1:])
+        shape = self._labels_set().shape if self._masks is None else self._masks.shape[1:]
+        return (int(shape[0]), int(shape[1]))
+
+    def _labels_set(self) -> np.ndarray:
+        """`labels` where a MaskSet has no dense masks (a MaskSet always holds one of the two)."""
+        if self.labels is None:
+            raise ValueError("MaskSet has neither masks nor labels")
+        return self.labels
 
     @staticmethod
     def empty(height: int, width: int) -> "MaskSet":

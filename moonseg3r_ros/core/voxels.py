@@ -111,6 +111,9 @@ class VoxelHash:
     _MULT = np.uint64(0x9E3779B97F4A7C15)
 
     def __init__(self, capacity: int = 1024):
+        self._empty_table(capacity)
+
+    def _empty_table(self, capacity: int) -> None:
         self._bits = max(int(np.ceil(np.log2(max(capacity, 16)))), 4)
         self._table = np.full((1 << self._bits, 2), self._EMPTY, np.int64)  # rows: (key, slot)
         self._size = 0
@@ -169,7 +172,7 @@ class VoxelHash:
 
     def _rebuild(self, min_capacity: int) -> None:
         used = self._table[self._table[:, 0] != self._EMPTY]
-        self.__init__(max(min_capacity, 2 * self._table.shape[0]))
+        self._empty_table(max(min_capacity, 2 * self._table.shape[0]))
         if used.size:
             self.insert(used[:, 0], used[:, 1])
 

@@ -219,7 +219,7 @@ class _Renderer:
 
         self.spec = spec
         self.scene = o3d.t.geometry.RaycastingScene()
-        instance, colors, is_floor = [], [], []
+        instance, is_floor = [], []
         for corners, color in _room_quads(spec):
             gid = self.scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(_quad_mesh(corners)))
             instance.append((gid, 0, color, len(is_floor) == 0))
