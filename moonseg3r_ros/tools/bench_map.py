@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from moonseg3r_ros.core.association import match_to_map, merge_within_frame, state_distribution_tokens
-from moonseg3r_ros.core.camera import look_at, pinhole
+from moonseg3r_ros.core.camera import look_at, pinhole, project_points
 from moonseg3r_ros.core.config import MapConfig
 from moonseg3r_ros.core.instance_map import InstanceMap
 from moonseg3r_ros.core.query_bank import QueryBank
@@ -56,11 +56,10 @@ def make_scene(rng: np.random.Generator, num_objects: int = 500, room: float = 1
 
 def render(points: np.ndarray, ids: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z-buffer points into the 640x480 view: (pointmap HxWx3 world, depth HxW (0 = none), ids HxW)."""
-    cam = (points - pose[:3, 3]) @ pose[:3, :3]
-    z = cam[:, 2]
+    u, v, z = project_points(points, pose, K)
     front = z > 0.05
-    u = np.floor(K[0, 0] * cam[front, 0] / z[front] + K[0, 2] + 0.5).astype(np.int64)
-    v = np.floor(K[1, 1] * cam[front, 1] / z[front] + K[1, 2] + 0.5).astype(np.int64)
+    u = np.floor(u[front] + 0.5).astype(np.int64)
+    v = np.floor(v[front] + 0.5).astype(np.int64)
     idx = np.flatnonzero(front)
     inside = (u >= 0) & (u < WIDTH) & (v >= 0) & (v < HEIGHT)
     idx, pix, zz = idx[inside], (v * WIDTH + u)[inside], z[idx[inside]]

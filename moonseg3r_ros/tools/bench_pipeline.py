@@ -20,9 +20,10 @@ from typing import Optional
 
 import numpy as np
 
+from moonseg3r_ros.core.camera import look_at
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
-from moonseg3r_ros.tools.bench_map import K, look_at, make_scene, masks_from_ids, peak_rss_mib, render, rss_mib
+from moonseg3r_ros.tools.bench_map import K, make_scene, masks_from_ids, peak_rss_mib, render, rss_mib
 
 STAGES = ("input", "geometry", "masks", "features", "lifting", "memory", "refinement", "association", "map_update")
 NON_NETWORK = ("masks", "lifting", "memory", "refinement", "association", "map_update")
