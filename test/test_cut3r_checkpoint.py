@@ -18,8 +18,20 @@ MODEL_STRING = ("ARCroco3DStereo(ARCroco3DStereoConfig(state_size=4, state_pe='2
                 "dpt_layer_dims=(8, 8, 8, 8), img_size=(64, 64), landscape_only=False))")
 
 
-class HydraLikeConfig(dict):
-    """A training-args object of a class the loader cannot (and must not) import."""
+class ConfigNode:
+    """A value node of a structured training config (as OmegaConf keeps them)."""
+
+    def __init__(self, value):
+        self._val, self._parent = value, None
+
+
+class HydraLikeConfig:
+    """A training-args object of a class the loader cannot (and must not) import, laid out as OmegaConf's
+    DictConfig pickles: attributes holding nested node objects and type references, no calls."""
+
+    def __init__(self, **values):
+        self._metadata = {"ref_type": object, "key_type": str}
+        self._content = {key: ConfigNode(value) for key, value in values.items()}
 
 
 @pytest.fixture(scope="module")

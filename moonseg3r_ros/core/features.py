@@ -2,7 +2,8 @@
 
 Backbones (`FeatureConfig.backbone`)
 - 'dino': a DINO-family ViT (DINOv2, DINOv2 with registers, DINOv3, ...) loaded with `transformers`
-  `AutoModel.from_pretrained(<local folder>, local_files_only=True)`; nothing is downloaded. The image is
+  `AutoModel.from_pretrained(<local folder>, local_files_only=True)`; nothing is downloaded and nothing from the
+  folder runs (no remote code; safetensors weights when present, otherwise weights_only pickles). The image is
   resized so its long side is `input_long_side` and both sides are multiples of the patch size,
   normalised with the ImageNet mean/std; the patch tokens of the last layer (CLS and register tokens
   removed) form F2d, C2 x h x w.
@@ -118,7 +119,10 @@ def load_dino(weights: str) -> torch.nn.Module:
     try:
         from transformers import AutoModel
 
-        return AutoModel.from_pretrained(weights, local_files_only=True)
+        # Nothing from the folder may run: no remote code, safetensors when present, else weights_only pickles.
+        safetensors = any(Path(weights).glob("*.safetensors"))
+        return AutoModel.from_pretrained(weights, local_files_only=True, trust_remote_code=False,
+                                         use_safetensors=True if safetensors else None, weights_only=True)
     except Exception as err:
         raise FeatureError(f"DINO backbone in '{weights}' could not be loaded: {err}") from err
 

@@ -29,6 +29,7 @@ import torch
 
 from moonseg3r_ros.core.config import MaskConfig
 from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
+from moonseg3r_ros.core.untrusted_files import load_torch_file
 
 LOGGER = logging.getLogger("moonseg3r")
 
@@ -183,7 +184,7 @@ class PrecomputedMasks:
         return masks_from_labels(labels, self.min_area, self.max_masks)
 
     def _from_npz(self, path: Path, frame: Frame) -> MaskSet:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:  # an object array (pickle) is refused
             if "masks" not in data:
                 raise MaskError(f"'{path}' has no 'masks' array (keys: {list(data.keys())})")
             masks = np.asarray(data["masks"]).astype(bool)
@@ -290,7 +291,7 @@ def build_sam(model_type: str, checkpoint: str, device: torch.device) -> torch.n
         raise MaskError(f"unknown SAM model type '{model_type}' (use one of {sorted(sam_model_registry)})")
     model = sam_model_registry[model_type](checkpoint=None)
     try:
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = load_torch_file(checkpoint, map_location=device)  # runs nothing from the file
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         model.load_state_dict(state)

@@ -28,6 +28,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from moonseg3r_ros.core.untrusted_files import load_torch_file
+
 LOGGER = logging.getLogger("moonseg3r")
 
 
@@ -96,7 +98,7 @@ class QueryDecoder(nn.Module):
         if not Path(path).is_file():
             raise RefinementError(f"refinement weights '{path}' do not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)  # weights_only: runs nothing from the file
         except Exception as err:
             raise RefinementError(f"refinement weights '{path}' cannot be read: {err}") from err
         if not isinstance(state, dict):

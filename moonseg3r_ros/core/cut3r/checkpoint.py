@@ -2,17 +2,18 @@
 a plain state_dict (.pth/.pt) or a safetensors file, onto CPU or GPU, with clear errors.
 
 The official `.pth` pickles its training arguments (`args`, whose `model` string names the configuration).
-It is read without running any code from the file: tensors load through torch's own machinery and every other
-class named in the pickle is replaced by an inert stand-in, from which the `model` string is recovered.
+It is read without running anything from the file (`core/untrusted_files.load_torch_file`: torch's
+weights_only unpickler; `argparse.Namespace` allowed; objects of other classes become attribute records, never
+imported; any call outside torch's allow-list is refused with CheckpointError "refused to read ...").
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from ..untrusted_files import RefusedFileError, load_torch_file
 from .config import Cut3rConfig
 from .modeling.cut3r import Cut3r
 
@@ -22,57 +23,6 @@ class CheckpointError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- reading
-class _Inert:
-    """Stand-in for any class named in a pickle that is not on the allow-list; it only stores its state."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self._args, self._kwargs = args, kwargs
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
-            state = {**state[0], **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self._state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:  # dict subclasses restore items this way
-        self.__dict__.setdefault("_items", {})[key] = value
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Inert":
-        return _Inert(*args, **kwargs)
-
-
-_ALLOWED = {
-    "collections": {"OrderedDict", "defaultdict"},
-    "builtins": {"set", "frozenset", "slice", "range", "complex", "bytearray", "dict", "list", "tuple"},
-    "copyreg": {"_reconstructor"},
-    "numpy": {"dtype", "ndarray"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module in ("torch._utils", "torch.storage") or (
-                module == "torch" and (name.endswith("Storage") or name in ("Size", "device", "dtype"))):
-            return super().find_class(module, name)
-        if name in _ALLOWED.get(module, ()):
-            return super().find_class(module, name)
-        if module == "builtins" and name == "object":
-            return object
-        return _Inert
-
-
-class _RestrictedPickleModule:
-    """A `pickle_module` for torch.load that never imports classes outside the allow-list."""
-
-    Unpickler = _RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
-    __name__ = "moonseg3r_restricted_pickle"
-
-
 def _find_model_string(obj: Any, depth: int = 0) -> Optional[str]:
     """The first string in `obj` (args namespace, config object, dict) that names ARCroco3DStereo."""
     if depth > 8:
@@ -85,7 +35,7 @@ def _find_model_string(obj: Any, depth: int = 0) -> Optional[str]:
             values.insert(0, obj["model"])
     elif isinstance(obj, (list, tuple)):
         values = list(obj)
-    elif hasattr(obj, "__dict__"):
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
         values = list(vars(obj).values())
         if "model" in vars(obj):
             values.insert(0, vars(obj)["model"])
@@ -96,14 +46,6 @@ def _find_model_string(obj: Any, depth: int = 0) -> Optional[str]:
         if found:
             return found
     return None
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # the official file pickles its training args: read it with the restricted unpickler
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -129,8 +71,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional
             from safetensors.torch import load_file
             obj = load_file(str(path), device="cpu")
         else:
-            obj = _torch_load(path)
-    except Exception as error:  # truncated zip, bad header, pickle errors
+            obj = load_torch_file(path)
+    except RefusedFileError as error:
+        raise CheckpointError(f"{error} (a CUT3R checkpoint holds tensors and its training arguments only)") \
+            from None
+    except Exception as error:  # truncated zip, bad header
         raise CheckpointError(f"could not read CUT3R checkpoint {path} ({path.stat().st_size} bytes): the file "
                               f"is truncated or corrupt ({type(error).__name__}: {error})") from error
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
