@@ -151,7 +151,7 @@ def test_load_errors(tmp_path):
         InstanceMap.load(garbage)
     with pytest.raises(MapFileError, match="not found"):
         InstanceMap.load(tmp_path / "missing.npz")
-    with np.load(good) as d:
+    with np.load(good, allow_pickle=False) as d:
         arrays = {k: d[k] for k in d.files}
     arrays["format_version"] = np.array(99, np.int64)
     wrong = tmp_path / "wrong.npz"

@@ -56,7 +56,8 @@ def test_numba_and_numpy_paths_agree_exactly(monkeypatch, tmp_path):
     assert np.array_equal(fast_lookup, slow_lookup) and (fast_lookup == -1).any()
     fast_map.save(tmp_path / "fast.npz")
     slow_map.save(tmp_path / "slow.npz")
-    with np.load(tmp_path / "fast.npz") as a, np.load(tmp_path / "slow.npz") as b:
+    with np.load(tmp_path / "fast.npz", allow_pickle=False) as a, \
+            np.load(tmp_path / "slow.npz", allow_pickle=False) as b:
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
             assert a[name].dtype == b[name].dtype and a[name].tobytes() == b[name].tobytes(), name
