@@ -1,31 +1,19 @@
 """Lifecycle of the node process driven through its change_state service: a missing checkpoint at
-configure, many configure/cleanup cycles, runtime parameter rules."""
-import pytest
-
-from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CLEANUP, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
-                                      NodeProcess, TestClient)
+configure, many configure/cleanup cycles, runtime parameter rules. Each test starts its own node (none
+relies on the state another test left)."""
+from moonseg3r_ros.ros.testing import ACTIVATE, CAMERA_REMAPS, CLEANUP, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS
 
 
-@pytest.fixture(scope="module")
-def missing_checkpoint_node(ros_context, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("lifecycle")
+def test_missing_or_broken_checkpoint_fails_configure_cleanly(node_process, client, tmp_path):
     params = {**GROUND_TRUTH_PARAMS, "geometry.source": "cut3r",
               "geometry.cut3r_checkpoint": "/nonexistent/cut3r_512_dpt_4_64.pth"}
-    proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, log_dir).start()
-    client = TestClient(ros_context, "lifecycle_client")
-    yield client, proc, log_dir
-    client.close()
-    proc.stop()
-
-
-def test_missing_or_broken_checkpoint_fails_configure_cleanly(missing_checkpoint_node):
-    client, proc, log_dir = missing_checkpoint_node
+    proc = node_process("moonseg3r", params, CAMERA_REMAPS)
     assert client.change_state(CONFIGURE) is False
     assert client.get_state() == "unconfigured"
     assert proc.alive()
     assert "'geometry.cut3r_checkpoint' = '/nonexistent/cut3r_512_dpt_4_64.pth' does not exist" in proc.log()
     # A file that exists but is no checkpoint: the loader's error is reported, the node survives.
-    broken = log_dir / "broken.pth"
+    broken = tmp_path / "broken.pth"
     broken.write_bytes(b"this is not a checkpoint")
     assert client.set_parameters({"geometry.cut3r_checkpoint": str(broken)})[0].successful
     assert client.change_state(CONFIGURE) is False
@@ -37,10 +25,10 @@ def test_missing_or_broken_checkpoint_fails_configure_cleanly(missing_checkpoint
     assert client.get_state() == "inactive"
 
 
-def test_many_configure_cleanup_cycles_keep_the_node_working(missing_checkpoint_node, small_frames):
-    client, proc, _ = missing_checkpoint_node
+def test_many_configure_cleanup_cycles_keep_the_node_working(node_process, client, small_frames):
+    proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
     client.subscribe_outputs()
-    assert client.get_state() == "inactive"
+    assert client.change_state(CONFIGURE) and client.get_state() == "inactive", proc.log()
     for _ in range(6):
         assert client.change_state(ACTIVATE)
         assert client.change_state(DEACTIVATE)
@@ -49,13 +37,14 @@ def test_many_configure_cleanup_cycles_keep_the_node_working(missing_checkpoint_
         assert client.change_state(CONFIGURE)
     assert client.change_state(ACTIVATE) and proc.alive()
     client.feed(small_frames, 50.0)
-    assert client.spin_until(lambda: len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2, 120), \
-        proc.log()
+    assert client.spin_until(lambda: len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2,
+                             120), proc.log()
     assert len(client["instance_map"].last().instances) >= 2
 
 
-def test_runtime_parameter_rules(missing_checkpoint_node):
-    client, proc, _ = missing_checkpoint_node
+def test_runtime_parameter_rules(node_process, client):
+    proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
     assert client.get_state() == "active"
     ok = client.set_parameters({"association.match_threshold": 1.5, "cloud.color_by": "rgb"})
     assert all(r.successful for r in ok)
