@@ -5,7 +5,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from moonseg3r_ros.ros.conversions import id_color, instance_colors
+from moonseg3r_ros.core.instance_map import InstanceRecord
+from moonseg3r_ros.core.map_cloud import instance_colors
 
 BOX_NAMESPACE = "instance_boxes"
 LABEL_NAMESPACE = "instance_labels"
@@ -20,14 +21,12 @@ def box_corners(bbox_min: Sequence[float], bbox_max: Sequence[float]) -> np.ndar
                      for k in range(8)])
 
 
-def record_color(record: Any) -> tuple[float, float, float]:
-    color = getattr(record, "color", None)
-    if color is None:
-        return id_color(int(record.id))
-    return tuple(float(c) for c in list(color)[:3])
+def record_color(record: InstanceRecord) -> tuple[float, float, float]:
+    r, g, b = (float(c) for c in list(record.color)[:3])
+    return r, g, b
 
 
-def instance_markers(records: Sequence[Any], frame_id: str, stamp: Any, line_width: float = 0.01,
+def instance_markers(records: Sequence[InstanceRecord], frame_id: str, stamp: Any, line_width: float = 0.01,
                      text_height: float = 0.1):
     """InstanceRecords -> MarkerArray: DELETEALL, then per instance a LINE_LIST box and a text label.
 

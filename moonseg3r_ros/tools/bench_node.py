@@ -45,23 +45,26 @@ def ros_overhead(num_points: int, repeats: int = 5) -> dict[str, float]:
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image, PointCloud2
 
+    from moonseg3r_ros.core import map_cloud
+    from moonseg3r_ros.core.colors import instance_color
     from moonseg3r_ros.ros import conversions as conv
 
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-5, 5, size=(num_points, 3)).astype(np.float32)
     rgb = rng.integers(0, 256, size=(num_points, 3), dtype=np.uint8)
     ids = rng.integers(0, 500, size=num_points).astype(np.int32)
-    colors = {i: conv.id_color(i) for i in range(1, 500)}
+    colors = {i: instance_color(i) for i in range(1, 500)}
     stamp = conv.ns_to_stamp(1)
     out: dict[str, float] = {"cloud_points": float(num_points)}
-    out["cloud_color_by_instance_s"], _ = _median_time(lambda: conv.instance_colors(ids, colors), repeats)
+    out["cloud_color_by_instance_s"], _ = _median_time(lambda: map_cloud.instance_colors(ids, colors), repeats)
     out["cloud_pack_s"], msg = _median_time(lambda: conv.make_cloud_msg(xyz, rgb, ids, "map", stamp), repeats)
     out["cloud_serialize_s"], data = _median_time(lambda: serialize_message(msg), repeats)
     out["cloud_bytes"] = float(len(data))
     out["cloud_deserialize_s"], back = _median_time(lambda: deserialize_message(data, PointCloud2), repeats)
     out["cloud_read_fields_s"], fields = _median_time(lambda: conv.read_cloud(back), repeats)
     assert np.array_equal(fields["instance_id"], ids)
-    out["cloud_voxel_downsample_5cm_s"], _ = _median_time(lambda: conv.voxel_downsample(xyz, rgb, ids, 0.05), repeats)
+    out["cloud_voxel_downsample_5cm_s"], _ = _median_time(lambda: map_cloud.voxel_downsample(xyz, rgb, ids, 0.05),
+                                                          repeats)
     image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     for encoding in ("rgb8", "bgr8", "mono16"):
         pixels = image[..., 0].astype(np.uint16) * 257 if encoding == "mono16" else image

@@ -1,4 +1,5 @@
-"""Image/CompressedImage/CameraInfo/Pose <-> numpy and PointCloud2 packing, on real message classes."""
+"""Image/CompressedImage/CameraInfo/Pose <-> numpy and PointCloud2 packing, on real message classes; the
+quaternion helpers (core/rotations.py) and the published-cloud helpers (core/map_cloud.py) they use."""
 import array
 import math
 from types import SimpleNamespace
@@ -6,6 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from moonseg3r_ros.core import map_cloud, rotations
+from moonseg3r_ros.core.instance_map import InstanceRecord
 from moonseg3r_ros.ros import conversions as cv
 
 
@@ -69,7 +72,8 @@ def test_bad_images_raise_clear_errors():
     with pytest.raises(cv.ConversionError, match="unsupported image encoding '32FC1'"):
         cv.image_msg_to_rgb(raw_image(np.zeros((2, 2), np.float32), "32FC1"))
     # Depth and id images accept only their own encodings (a colour image is not depth, a float image no ids).
-    with pytest.raises(cv.ConversionError, match=r"unsupported image encoding 'rgb8' \(supported: 32FC1, 16UC1, mono16\)"):
+    with pytest.raises(cv.ConversionError,
+                       match=r"unsupported image encoding 'rgb8' \(supported: 32FC1, 16UC1, mono16\)"):
         cv.depth_msg_to_metres(raw_image(RGB, "rgb8"))
     with pytest.raises(cv.ConversionError, match="unsupported image encoding '32FC1'"):
         cv.instance_ids_msg_to_array(raw_image(np.zeros((2, 2), np.float32), "32FC1"))
@@ -130,16 +134,25 @@ def test_camera_info_and_pose():
     assert (tf.header.frame_id, tf.child_frame_id) == ("map", "camera_optical")
     assert (tf.header.stamp.sec, tf.header.stamp.nanosec) == (1, 500_000_001)
     np.testing.assert_allclose(cv.transform_msg_to_matrix(tf), t, atol=1e-12)
+    with pytest.raises(ValueError, match="invalid quaternion"):
+        rotations.quaternion_to_matrix([0, 0, 0, 0])
     with pytest.raises(cv.ConversionError, match="invalid quaternion"):
-        cv.quaternion_to_matrix(0, 0, 0, 0)
+        cv.xyz_quat_to_matrix([1, 2, 3, 0, 0, 0, 0])
+    bad = np.eye(4)
+    bad[0, 3] = np.nan
+    with pytest.raises(cv.ConversionError, match="non-finite"):
+        cv.pose_msg_to_matrix(cv.matrix_to_pose_msg(bad))
 
 
 def test_quaternion_round_trip_for_many_rotations():
     rng = np.random.default_rng(3)
     for q in rng.normal(size=(50, 4)):
-        r = cv.quaternion_to_matrix(*q)
+        r = rotations.quaternion_to_matrix(q)
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
-        np.testing.assert_allclose(cv.quaternion_to_matrix(*cv.matrix_to_quaternion(r)), r, atol=1e-12)
+        back = rotations.matrix_to_quaternion(r)
+        assert back[3] >= 0
+        np.testing.assert_allclose(np.abs(back @ (q / np.linalg.norm(q))), 1.0, atol=1e-12)  # q or -q
+        np.testing.assert_allclose(rotations.quaternion_to_matrix(back), r, atol=1e-12)
 
 
 def test_stamp_conversions_are_exact():
@@ -187,23 +200,23 @@ def test_voxel_downsample_keeps_one_point_per_cell():
     xyz = np.array([[0.01, 0.01, 0.01], [0.02, 0.03, 0.04], [0.5, 0.5, 0.5], [0.51, 0.52, 0.53]], np.float32)
     rgb = np.arange(12, dtype=np.uint8).reshape(4, 3)
     ids = np.array([1, 2, 3, 3], np.int32)
-    x2, r2, i2 = cv.voxel_downsample(xyz, rgb, ids, 0.1)
+    x2, r2, i2 = map_cloud.voxel_downsample(xyz, rgb, ids, 0.1)
     np.testing.assert_array_equal(i2, [1, 3])
     np.testing.assert_array_equal(x2, xyz[[0, 2]])
-    assert cv.voxel_downsample(xyz, rgb, ids, 0.0)[0] is xyz
+    assert map_cloud.voxel_downsample(xyz, rgb, ids, 0.0)[0] is xyz
 
 
 def test_instance_colors_and_background():
-    colors = cv.instance_colors(np.array([0, 1, 2, 5]), {1: (1.0, 0.0, 0.0), 2: (0.0, 0.5, 1.0)})
+    colors = map_cloud.instance_colors(np.array([0, 1, 2, 5]), {1: (1.0, 0.0, 0.0), 2: (0.0, 0.5, 1.0)})
     np.testing.assert_array_equal(colors, [[128, 128, 128], [255, 0, 0], [0, 128, 255], [128, 128, 128]])
 
 
 def test_instance_map_message_from_records():
-    records = [SimpleNamespace(id=4, confidence=0.5, point_count=10, centroid=[1, 2, 3], bbox_min=[0, 1, 2],
-                               bbox_max=[2, 3, 4], color=[0.1, 0.2, 0.3], first_seen=1.5, last_seen=2.25,
-                               descriptor=np.arange(4, dtype=np.float32)),
-               SimpleNamespace(id=2, confidence=0.9, point_count=3, centroid=[0, 0, 0], bbox_min=[0, 0, 0],
-                               bbox_max=[0, 0, 0], color=None, first_seen=0.0, last_seen=0.1, descriptor=None)]
+    records = [InstanceRecord(4, 0.5, 10, np.array([1.0, 2, 3]), np.array([0, 1, 2], np.float32),
+                              np.array([2, 3, 4], np.float32), np.array([0.1, 0.2, 0.3]), 1.5, 2.25,
+                              np.arange(4, dtype=np.float32)),
+               InstanceRecord(2, 0.9, 3, np.zeros(3), np.zeros(3, np.float32), np.zeros(3, np.float32),
+                              np.array([0.5, 0.5, 0.5]), 0.0, 0.1, np.zeros(0, np.float32))]
     msg = cv.instance_map_msg(records, "map", cv.ns_to_stamp(7), frame_index=12, keyframe_count=2,
                               point_count=13, cloud_topic="/cloud")
     assert [i.id for i in msg.instances] == [2, 4]

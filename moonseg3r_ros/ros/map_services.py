@@ -1,0 +1,127 @@
+"""The node's map services: ~/save_map, ~/load_map (moonseg3r_msgs/srv) and ~/reset_map (std_srvs/Trigger).
+
+Each answers success + message, logs it, and never raises. After a load or reset the new map state
+(InstanceMap, markers, cloud) is published at once, stamped now. `MapServicesMixin` is part of
+MoonSeg3RNode (node.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from std_srvs.srv import Trigger
+
+
+def save_map_type():
+    from moonseg3r_msgs.srv import SaveMap
+
+    return SaveMap
+
+
+def load_map_type():
+    from moonseg3r_msgs.srv import LoadMap
+
+    return LoadMap
+
+
+class MapServicesMixin:
+    """save / load / reset of the map, as services and as methods, for MoonSeg3RNode."""
+
+    def _create_map_services(self) -> list:
+        group = self._output_group
+        return [
+            self.create_service(save_map_type(), "~/save_map", self._on_save_map, callback_group=group),
+            self.create_service(load_map_type(), "~/load_map", self._on_load_map, callback_group=group),
+            self.create_service(Trigger, "~/reset_map", self._on_reset_map, callback_group=group),
+        ]
+
+    def save_map(self, path: str) -> tuple[bool, str]:
+        """Write the map to `path` (or map_save_path) via a .partial file renamed into place."""
+        target = Path(path or self.config.map_save_path).expanduser()
+        if not str(path or self.config.map_save_path):
+            return False, "no path given and map_save_path is empty"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            with self._lock:
+                if self._pipeline is None:
+                    return False, "the node is not configured"
+                instance_map = self._pipeline.instance_map
+                instance_map.save(partial)
+                counts = f"{len(instance_map.instances())} instances, {len(instance_map)} points"
+            os.replace(partial, target)
+        except Exception as err:
+            return False, f"saving the map to {target} failed: {type(err).__name__}: {err}"
+        return True, f"saved the map to {target} ({counts})"
+
+    def load_map(self, path: str) -> tuple[bool, str]:
+        """Continue from the map at `path` (or map_save_path): see MoonSeg3RPipeline.load_map."""
+        source = str(path or self.config.map_save_path)
+        if not source:
+            return False, "no path given and map_save_path is empty"
+        with self._lock:
+            if self._pipeline is None:
+                return False, "the node is not configured"
+            try:
+                loaded = self._pipeline.load_map(source)
+            except Exception as err:
+                return False, f"loading the map from {source} failed: {err}"
+            counts = f"{len(loaded.instances())} instances, {len(loaded)} points"
+            self._last_stamp_ns = None
+        self._after_map_change()
+        return True, f"loaded the map from {source} ({counts})"
+
+    def reset_map(self) -> tuple[bool, str]:
+        with self._lock:
+            if self._pipeline is None:
+                return False, "the node is not configured"
+            self._pipeline.reset()
+            self._last_stamp_ns = None
+            self._last_frame_index = -1
+        if self._queue is not None:
+            self._count("discarded_on_reset", self._queue.clear())
+        if self._pairing is not None:
+            self._pairing.clear()
+        self._after_map_change()
+        return True, "the map was reset"
+
+    def _after_map_change(self) -> None:
+        """Send the new map state at once (InstanceMap, markers, cloud), stamped now."""
+        stamp = self.get_clock().now().to_msg()
+        with self._lock:
+            if self._pipeline is None:
+                return
+            msg, markers, _ = self._map_messages(self._pipeline, stamp, max(self._last_frame_index, 0),
+                                                 int(self._pipeline.stats.get("keyframes", 0)))
+        self._publish("instance_map", msg)
+        if markers is not None:
+            self._publish("markers", markers)
+        self._last_map_stamp = stamp
+        self._cloud_dirty = stamp
+        self.publish_cloud()
+
+    def _on_save_map(self, request, response):
+        return self._answer(response, lambda: self.save_map(request.path))
+
+    def _on_load_map(self, request, response):
+        return self._answer(response, lambda: self.load_map(request.path))
+
+    def _on_reset_map(self, request, response):
+        return self._answer(response, self.reset_map)
+
+    def _answer(self, response, action: Callable[[], tuple[bool, str]]):
+        """Fill a success/message service response from `action`; an error becomes a failed answer. Logged."""
+        try:
+            response.success, response.message = action()
+        except Exception as err:  # always answer
+            response.success, response.message = False, f"{type(err).__name__}: {err}"
+        self._log_outcome(response.success, response.message)
+        return response
+
+    def _log_outcome(self, ok: bool, message: str) -> None:
+        # rclpy fixes one severity per call site: two explicit calls.
+        if ok:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)

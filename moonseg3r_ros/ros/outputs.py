@@ -1,0 +1,167 @@
+"""The node's outputs: publishers, the worker's per-frame results -> TF, InstanceMap, markers, debug image,
+and the map cloud (on keyframes or at `cloud.rate`).
+
+Every output carries the header stamp of the input image it comes from. `OutputsMixin` is part of
+MoonSeg3RNode (node.py) and uses its pipeline (under `_lock`), config, counters and publisher set.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from moonseg3r_ros.core import map_cloud
+from moonseg3r_ros.ros import conversions as conv
+from moonseg3r_ros.ros import tf_chain
+from moonseg3r_ros.ros.inputs import FrameInput
+from moonseg3r_ros.ros.markers import instance_markers, mask_overlay
+
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def instance_map_type():
+    """moonseg3r_msgs/InstanceMap (imported when first needed)."""
+    from moonseg3r_msgs.msg import InstanceMap
+
+    return InstanceMap
+
+
+class OutputsMixin:
+    """Publishers, per-frame publishing and the cloud of MoonSeg3RNode."""
+
+    def _create_publishers(self) -> None:
+        topics = self.config.topics
+        tf_type = tf_chain.tf_message_type()
+        with self._pub_lock:
+            self._pubs = {
+                "tf": self.create_publisher(tf_type, "/tf", TF_QOS),
+                "tf_static": self.create_publisher(tf_type, "/tf_static", TF_STATIC_QOS),
+                "cloud": self.create_publisher(PointCloud2, topics.cloud, LATCHED_QOS),
+                "instance_map": self.create_publisher(instance_map_type(), topics.instance_map, LATCHED_QOS),
+                "markers": self.create_publisher(MarkerArray, topics.markers, LATCHED_QOS),
+                "debug_image": self.create_publisher(Image, topics.debug_image, 1),
+                "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+            }
+
+    def _publish(self, name: str, msg: Any) -> None:
+        with self._pub_lock:
+            pub = self._pubs.get(name)
+            if pub is not None:
+                pub.publish(msg)
+
+    # ------------------------------------------------------------------------------------------ worker
+    def _process_frame(self, frame: FrameInput) -> None:
+        with self._lock:
+            pipeline = self._pipeline
+            if pipeline is None:
+                return
+            result = pipeline.step(frame.rgb, frame.stamp_ns / 1e9, depth=frame.depth, intrinsics=frame.intrinsics,
+                                   pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
+            if result.skipped:
+                self._count("skipped", 1)
+                self.get_logger().warning(f"frame {frame.stamp_ns / 1e9:.6f} s skipped: {result.skipped_reason}",
+                                          throttle_duration_sec=2.0)
+                return
+            self._last_frame_index = int(result.frame_index)
+            keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if result.is_keyframe else None
+        self._count("frames_processed", 1)
+        if result.pose_c2w is not None:
+            self._publish("tf", tf_chain.tf_message(tf_chain.pose_transforms(
+                result.pose_c2w, self.config.frames, self.config.camera_to_base, frame.stamp)))
+        if keyframe_msgs is not None:
+            self._count("keyframes", 1)
+            instance_map_msg, markers, colors = keyframe_msgs
+            self._publish("instance_map", instance_map_msg)
+            if self.config.publish_markers:
+                self._publish("markers", markers)
+            self._publish_debug_image(frame, result, colors)
+            self._cloud_dirty = frame.stamp
+            self._last_map_stamp = frame.stamp
+            if self.config.cloud.rate <= 0:
+                self.publish_cloud()
+        done = time.monotonic()
+        self._recent.append((done, done - frame.received, time.time() - frame.stamp_ns / 1e9))
+
+    def _on_worker_error(self, frame: FrameInput, err: BaseException) -> None:
+        self._count("processing_errors", 1)
+        self.get_logger().error(f"processing the frame at {frame.stamp_ns / 1e9:.6f} s failed: "
+                                f"{type(err).__name__}: {err}", throttle_duration_sec=2.0)
+
+    def _map_messages(self, pipeline, stamp: Time, frame_index: int, keyframes: int):
+        """(InstanceMap msg, markers or None when off, records) of the pipeline's map, stamped `stamp`."""
+        records = pipeline.instance_map.instances()
+        self._instance_count = len(records)
+        msg = conv.instance_map_msg(records, self.config.frames.map, stamp, frame_index, keyframes,
+                                    len(pipeline.instance_map), self.resolve_topic_name(self.config.topics.cloud))
+        markers = instance_markers(records, self.config.frames.map, stamp) if self.config.publish_markers \
+            else None
+        return msg, markers, records
+
+    def _keyframe_messages(self, pipeline, frame: FrameInput, result):
+        keyframes = int(pipeline.stats.get("keyframes", self.counters["keyframes"] + 1))
+        msg, markers, records = self._map_messages(pipeline, frame.stamp, result.frame_index, keyframes)
+        return msg, markers, {int(r.id): r.color for r in records}
+
+    def _publish_debug_image(self, frame: FrameInput, result, colors) -> None:
+        pub = self._pubs.get("debug_image")
+        if not self.config.publish_debug_image or pub is None or result.instance_ids_2d is None:
+            return
+        if pub.get_subscription_count() == 0:
+            return
+        overlay = mask_overlay(frame.rgb, result.instance_ids_2d, colors)
+        self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self.config.frames.camera))
+        self._count("debug_images_published")
+
+    def _publish_static_tf(self) -> None:
+        transforms = tf_chain.static_transforms(self.config.frames, self.config.camera_to_base,
+                                                self.get_clock().now().to_msg())
+        if transforms:
+            self._publish("tf_static", tf_chain.tf_message(transforms))
+
+    # ------------------------------------------------------------------------------------------ timers
+    def _start_timers(self) -> None:
+        self._output_timers = [self.create_timer(1.0 / self.config.diagnostics_rate, self.publish_diagnostics,
+                                                 callback_group=self._output_group)]
+        if self.config.cloud.rate > 0:
+            self._output_timers.append(self.create_timer(1.0 / self.config.cloud.rate, self._cloud_tick,
+                                                         callback_group=self._output_group))
+
+    def _cloud_tick(self) -> None:
+        if self._cloud_dirty is not None:
+            self.publish_cloud()
+
+    def cloud_snapshot(self, color_by: Optional[str] = None, voxel: Optional[float] = None):
+        """(xyz Nx3 float32, rgb Nx3 uint8, ids N) of the map as published (colours and downsampling applied)."""
+        with self._lock:
+            if self._pipeline is None:
+                return None
+            instance_map = self._pipeline.instance_map
+            xyz, rgb, ids = (np.array(a, copy=True) for a in instance_map.points())
+            colors = {int(r.id): r.color for r in instance_map.instances()} \
+                if (color_by or self.config.cloud.color_by) == "instance" else None
+        xyz, rgb, ids = map_cloud.voxel_downsample(xyz, rgb, ids,
+                                                   self.config.cloud.voxel_size if voxel is None else voxel)
+        if colors is not None:
+            rgb = map_cloud.instance_colors(ids, colors)
+        return xyz.astype(np.float32, copy=False), rgb.astype(np.uint8, copy=False), ids
+
+    def publish_cloud(self) -> None:
+        stamp = self._cloud_dirty or self._last_map_stamp or self.get_clock().now().to_msg()
+        self._cloud_dirty = None
+        snapshot = self.cloud_snapshot()
+        if snapshot is None:
+            return
+        xyz, rgb, ids = snapshot
+        self._publish("cloud", conv.make_cloud_msg(xyz, rgb, ids, self.config.frames.map, stamp))
+        self._count("clouds_published", 1)
