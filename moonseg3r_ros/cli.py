@@ -1,6 +1,6 @@
 """The `moonseg3r` command.
 
-    moonseg3r generate --out DIR [--seed S] [--scenes N] [--frames F] [--width W] [--height H] [--objects K]
+    moonseg3r generate --out DIR [--kind tabletop|room|primitives] [--seed S] [--scenes N] [--frames F] ...
     moonseg3r to-bag SEQUENCE --out BAG [--storage sqlite3|mcap] [--depth] [--gt]
     moonseg3r evaluate --gt GT_DIR --pred PRED_DIR [--json OUT] [--missing-as-empty]
     moonseg3r replay ... | demo ... | train ... | bench {cut3r,map,pipeline,node} ...
@@ -50,19 +50,21 @@ class CliError(Exception):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
+    from moonseg3r_ros.data.scenes import camera_check_line, make_scene
 
     out = Path(args.out)
     for k in range(args.scenes):
         name = args.name if args.name and args.scenes == 1 else None
-        spec = SceneSpec(seed=args.seed + k, num_frames=args.frames, width=args.width, height=args.height,
-                         num_objects=args.objects, name=name)
         try:
-            scene = generate_scene(spec)
+            scene = make_scene(args.kind, seed=args.seed + k, num_frames=args.frames, width=args.width,
+                               height=args.height, objects=args.objects, name=name)
         except ValueError as e:
             raise CliError(str(e), 2) from None
         path = scene.save(out / scene.name, image_format=args.image_format, progress=not args.quiet)
         print(f"{path}  ({len(scene.frames)} frames, {len(scene.objects)} objects, {len(scene.vertices)} vertices)")
+        check = camera_check_line(scene)
+        if check:
+            print(f"  {check}")
     return 0
 
 
@@ -115,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
     gen.add_argument("--width", type=int, default=320, help="image width (default 320)")
     gen.add_argument("--height", type=int, default=240, help="image height (default 240)")
-    gen.add_argument("--objects", type=int, default=6, help="objects per scene (default 6)")
-    gen.add_argument("--name", default=None, help="scene name (single scene only; default synthetic_<seed>)")
+    gen.add_argument("--kind", choices=("tabletop", "room", "primitives"), default="primitives",
+                     help="primitives: coloured shapes on a floor (default); tabletop / room: pybullet renders "
+                          "of textured household meshes on a table, the floor and a shelf (data/tabletop.py)")
+    gen.add_argument("--objects", type=int, default=None,
+                     help="primitives per scene (default 6), or objects on the table (default from the seed)")
+    gen.add_argument("--name", default=None, help="scene name (single scene only; default <kind>_<seed>, "
+                                                  "synthetic_<seed> for primitives)")
     gen.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
                      help="colour image format: jpg like ScanNet (default) or png (lossless)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")

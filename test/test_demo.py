@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-m", "moonseg3r_ros.cli", "demo", "--out", str(out), "--frames", "30",
-                           "--masks", "ground_truth", "--quiet"], capture_output=True, text=True, env=env,
+                           "--kind", "primitives", "--masks", "ground_truth", "--quiet"], capture_output=True, text=True, env=env,
                           timeout=900)
     return out, proc
 

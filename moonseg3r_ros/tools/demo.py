@@ -1,9 +1,12 @@
 """`moonseg3r demo`: the embedded default, end to end, with nothing downloaded.
 
-    moonseg3r demo --out DIR [--frames 100] [--seed 0] [--masks weight_free|ground_truth]
-                   [--cut3r-checkpoint P] [--sam-checkpoint P]
+    moonseg3r demo --out DIR [--kind tabletop|room|primitives] [--frames N] [--seed 0]
+                   [--masks weight_free|ground_truth] [--cut3r-checkpoint P] [--sam-checkpoint P]
 
-1. generates a synthetic indoor scene (moonseg3r_ros.data.synthetic; RGB, depth, poses, per-vertex GT),
+1. generates a scene with ground truth (RGB, depth, poses, per-vertex GT): by default the realistic
+   `tabletop` kind (moonseg3r_ros.data.tabletop: pybullet renders of textured household meshes on a table
+   and the floor, 80 frames); `--kind primitives` is the simple generator (moonseg3r_ros.data.synthetic:
+   flat-coloured shapes, 100 frames),
 2. writes it as a rosbag2 (DIR/bag, the same path a recorded bag takes),
 3. replays the bag through the real moonseg3r node (moonseg3r_ros.tools.replay: node subprocess, DDS on
    localhost, no dropped frames) and saves the node's final map (DIR/replay/map.npz, map.ply, pred/),
@@ -27,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from moonseg3r_ros.tools import replay as rp
 
-DEFAULT_FRAMES = 100
+DEFAULT_KIND = "tabletop"
+DEFAULT_FRAMES = {"tabletop": 80, "room": 80, "primitives": 100}
 DEFAULT_SIZE = (320, 240)
 DEFAULT_KEYFRAME_INTERVAL = 5
 
@@ -60,12 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a synthetic scene, replay it as a bag through the moonseg3r node, evaluate it "
                     "(AP/AP50/AP25) and render the instance map next to the ground truth.")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames (default {DEFAULT_FRAMES})")
+    parser.add_argument("--kind", choices=tuple(DEFAULT_FRAMES), default=DEFAULT_KIND,
+                        help=f"scene generator (default {DEFAULT_KIND}; primitives = the simple one)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames (default " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_FRAMES.items()) + ")")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     parser.add_argument("--width", type=int, default=DEFAULT_SIZE[0], help=f"image width (default {DEFAULT_SIZE[0]})")
     parser.add_argument("--height", type=int, default=DEFAULT_SIZE[1],
                         help=f"image height (default {DEFAULT_SIZE[1]})")
-    parser.add_argument("--objects", type=int, default=6, help="objects in the scene (default 6)")
+    parser.add_argument("--objects", type=int, default=None,
+                        help="primitives in the scene (default 6), or objects on the table (default from the seed)")
     rp.add_node_options(parser)
     parser.set_defaults(keyframe_interval=DEFAULT_KEYFRAME_INTERVAL)
     return parser
@@ -73,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     from moonseg3r_ros.data.bag import BagError, write_bag
-    from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
+    from moonseg3r_ros.data.scenes import camera_check_line, make_scene
     from moonseg3r_ros.eval.scannet_ap import format_table
     from moonseg3r_ros.tools.render import render_map_file
 
@@ -81,13 +88,17 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    frames = args.frames if args.frames is not None else DEFAULT_FRAMES[args.kind]
     try:
-        scene = generate_scene(SceneSpec(seed=args.seed, num_frames=args.frames, width=args.width,
-                                         height=args.height, num_objects=args.objects))
+        scene = make_scene(args.kind, seed=args.seed, num_frames=frames, width=args.width, height=args.height,
+                           objects=args.objects)
     except ValueError as err:
         raise rp.ReplayError(f"invalid scene settings: {err}") from None
-    print(f"scene {scene.name}: {args.frames} frames {args.width}x{args.height}, {len(scene.objects)} objects, "
-          f"{len(scene.vertices)} GT vertices", flush=True)
+    print(f"scene {scene.name} ({args.kind}): {frames} frames {args.width}x{args.height}, "
+          f"{len(scene.objects)} GT instances, {len(scene.vertices)} GT vertices", flush=True)
+    check = camera_check_line(scene)
+    if check:
+        print(check, flush=True)
     bag = out / "bag"
     if bag.exists():
         if not (bag / "metadata.yaml").is_file():
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         "ap": result.metrics["ap"], "ap50": result.metrics["ap50"], "ap25": result.metrics["ap25"],
         "scenes": result.metrics["scenes"],
         "sources": {"geometry": opts.geometry, "masks": opts.masks},
-        "frames": args.frames, "width": args.width, "height": args.height, "seed": args.seed,
+        "kind": args.kind, "frames": frames, "width": args.width, "height": args.height, "seed": args.seed,
         "keyframe_interval": opts.keyframe_interval, "instances": result.instances,
         "gt_instances": len(scene.objects),
         "seconds": {"generate_and_bag": round(generated, 2), "replay": round(result.seconds, 2),
