@@ -2,7 +2,8 @@
 
 Contents: magic, format version, MapConfig as JSON, the id counter, every per-voxel array (`SLOT_ARRAYS`:
 name -> dtype and trailing shape) and the instance metadata (ids, first/last seen stamps, descriptors
-concatenated with their lengths). `load_map` returns exactly what was saved or raises MapFileError.
+concatenated with their lengths). `load_map` returns exactly what was saved or raises MapFileError; every
+field is validated first (map_validation: types, ranges, finiteness, id consistency; object arrays refused).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .config import MapConfig
+from .map_validation import MapValidationError, config_from_json, validate_state
 
 FORMAT_VERSION = 1
 MAGIC = "moonseg3r-instance-map"
@@ -65,9 +67,17 @@ def load_map(path: str | os.PathLike) -> MapState:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise MapFileError(f"instance map file not found: {path}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: numpy would have to unpickle it
+            raise MapFileError(f"refused to read instance map {path}: it holds a Python object array (a "
+                               f"pickle); map files hold plain arrays only") from None
         raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
-    return _state_from_arrays(arrays, str(path))
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
+    try:
+        return _state_from_arrays(arrays, str(path))
+    except (TypeError, ValueError, IndexError) as err:  # e.g. an array where one number belongs
+        raise MapFileError(f"{path}: invalid map: {err}") from None
 
 
 def _state_from_arrays(a: dict[str, np.ndarray], path: str) -> MapState:
@@ -81,17 +91,26 @@ def _state_from_arrays(a: dict[str, np.ndarray], path: str) -> MapState:
     if version != FORMAT_VERSION:
         raise MapFileError(f"{path} has map format version {version}; this build reads {FORMAT_VERSION}")
     try:
-        config = _config_from_json(str(a["config"]))
-    except (ValueError, TypeError) as err:
+        config = config_from_json(str(a["config"]))
+    except MapValidationError as err:
         raise MapFileError(f"{path}: bad map configuration: {err}") from None
     slots = _checked_slots(a, path)
     ids, lengths, data = a["meta_ids"], a["meta_desc_len"], a["meta_desc_data"]
     if not (ids.shape == lengths.shape == a["meta_first_seen"].shape == a["meta_last_seen"].shape) \
+            or lengths.dtype.kind not in "iu" or (lengths.size and lengths.min() < 0) \
             or lengths.sum() != data.size or data.dtype != np.float32:
         raise MapFileError(f"{path}: inconsistent instance records")
     offsets = np.r_[0, np.cumsum(lengths)]
     descriptors = [data[offsets[k]:offsets[k + 1]].copy() for k in range(ids.size)]
-    return MapState(config, int(a["next_id"]), slots, ids, a["meta_first_seen"], a["meta_last_seen"], descriptors)
+    if a["next_id"].shape != () or a["next_id"].dtype.kind not in "iu":
+        raise MapFileError(f"{path}: invalid map: next_id is {a['next_id'].dtype} {a['next_id'].shape}, expected "
+                           "one integer")
+    state = MapState(config, int(a["next_id"]), slots, ids, a["meta_first_seen"], a["meta_last_seen"], descriptors)
+    try:
+        validate_state(state)  # every field, before anything replaces a running map
+    except MapValidationError as err:
+        raise MapFileError(f"{path}: invalid map: {err}") from None
+    return state
 
 
 def _checked_slots(a: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
@@ -105,8 +124,3 @@ def _checked_slots(a: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]
         raise MapFileError(f"{path}: duplicate or invalid voxel keys")
     return {name: a[f"slot_{name}"] for name in SLOT_ARRAYS}
 
-
-def _config_from_json(text: str) -> MapConfig:
-    values = json.loads(text)
-    known = {f.name for f in dataclasses.fields(MapConfig)}
-    return MapConfig(**{k: v for k, v in values.items() if k in known})
