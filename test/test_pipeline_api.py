@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.config import PipelineConfig, from_flat
 from moonseg3r_ros.core.instance_map import InstanceMap
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 
@@ -12,14 +12,8 @@ K = np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]])
 
 
 def _config() -> PipelineConfig:
-    config = PipelineConfig()
-    config.masks.source = "ground_truth"
-    config.masks.min_mask_area = 10
-    config.masks.min_valid_points = 5
-    config.map.min_instance_points = 1
-    config.keyframe_interval = 1
-    config.device = "cpu"
-    return config
+    return from_flat({"masks.source": "ground_truth", "masks.min_mask_area": 10, "masks.min_valid_points": 5,
+                      "map.min_instance_points": 1, "keyframe_interval": 1, "device": "cpu"})
 
 
 def _step(pipeline: MoonSeg3RPipeline, stamp: float) -> None:
