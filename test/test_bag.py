@@ -83,3 +83,23 @@ def test_missing_and_corrupt_bags_raise(frames, tmp_path):
         write_bag(frames[:1], bag2)
     with pytest.raises(BagError, match="storage"):
         write_bag(frames[:1], tmp_path / "x", storage="zip")
+
+
+def test_image_messages_decode_with_the_core_rules():
+    from types import SimpleNamespace
+
+    from moonseg3r_ros.data.bag import image_to_rgb
+
+    def msg(array, encoding):
+        array = np.ascontiguousarray(array)
+        return SimpleNamespace(data=array.view(np.uint8).reshape(-1), height=array.shape[0], width=array.shape[1],
+                               step=array.strides[0], encoding=encoding, is_bigendian=0)
+
+    bgr = np.array([[[10, 20, 30], [40, 50, 60]]], np.uint8)
+    assert image_to_rgb(msg(bgr, "bgr8")).tolist() == [[[30, 20, 10], [60, 50, 40]]]
+    mono16 = np.array([[128, 129, 65280]], np.uint16)
+    assert image_to_rgb(msg(mono16, "mono16"))[..., 0].tolist() == [[0, 1, 254]]  # round(x / 257)
+    with pytest.raises(BagError, match="data length"):
+        short = msg(bgr, "bgr8")
+        short.data = short.data[:-1]
+        image_to_rgb(short)

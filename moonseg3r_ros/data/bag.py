@@ -23,6 +23,10 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from moonseg3r_ros.core.geometry import depth_to_metres
+from moonseg3r_ros.core.image_buffers import decode_image_buffer
+from moonseg3r_ros.core.images import ImageError, to_rgb8
+from moonseg3r_ros.core.rotations import matrix_to_quaternion, quaternion_to_matrix
 from moonseg3r_ros.core.types import Frame
 
 log = logging.getLogger(__name__)
@@ -91,9 +95,7 @@ class _MessageFactory:
             binning_x=0, binning_y=0, roi=roi)
 
     def _quaternion(self, rotation: np.ndarray):
-        from scipy.spatial.transform import Rotation
-
-        x, y, z, w = Rotation.from_matrix(rotation).as_quat()
+        x, y, z, w = matrix_to_quaternion(rotation)
         return self.t["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))
 
     def pose_stamped(self, stamp: float, pose: np.ndarray):
@@ -173,34 +175,27 @@ def write_bag(frames: Iterable[Frame], out, storage: str = "sqlite3", depth: boo
 
 
 def image_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB (colour encodings), HxW float32 (32FC1), HxW uint16
-    (16UC1/mono16), HxW int32 (32SC1) or HxW uint8 (mono8)."""
-    kinds = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-             "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
-             "32FC1": (np.float32, 1), "32SC1": (np.int32, 1)}
-    if msg.encoding not in kinds:
-        raise BagError(f"unsupported image encoding {msg.encoding!r}")
-    dtype, channels = kinds[msg.encoding]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * channels * dtype.itemsize
-    raw = np.asarray(msg.data, np.uint8)
-    if msg.step < row_bytes or len(raw) < msg.step * msg.height:
-        raise BagError(f"image data too short for {msg.width}x{msg.height} {msg.encoding}")
-    rows = raw[: msg.step * msg.height].reshape(msg.height, msg.step)[:, :row_bytes]
-    array = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
-    array = array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
-    if msg.encoding in ("bgr8", "bgra8"):
-        array = array[..., 2::-1]
-    elif msg.encoding == "rgba8":
-        array = array[..., :3]
-    return np.ascontiguousarray(array)
+    """sensor_msgs/Image -> the encoding's array (image_buffers.decode_image_buffer): HxWxC uint8, HxW float32 (32FC1),
+    HxW uint16 (16UC1/mono16), HxW int32 (32SC1) or HxW uint8 (mono8/8UC1)."""
+    try:
+        return decode_image_buffer(np.asarray(msg.data, np.uint8), int(msg.height), int(msg.width), int(msg.step),
+                                   str(msg.encoding), bool(msg.is_bigendian))
+    except ImageError as err:
+        raise BagError(str(err)) from None
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image of a colour or mono encoding -> HxWx3 uint8 RGB (images.to_rgb8)."""
+    try:
+        return to_rgb8(image_to_array(msg), msg.encoding)
+    except ImageError as err:
+        raise BagError(str(err)) from None
 
 
 def pose_from_msg(position, orientation) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
+    """geometry_msgs Point/Vector3 + Quaternion -> 4x4 float64 pose (rotations.quaternion_to_matrix)."""
     pose = np.eye(4)
-    pose[:3, :3] = Rotation.from_quat([orientation.x, orientation.y, orientation.z, orientation.w]).as_matrix()
+    pose[:3, :3] = quaternion_to_matrix([orientation.x, orientation.y, orientation.z, orientation.w])
     pose[:3, 3] = [position.x, position.y, position.z]
     return pose
 
@@ -237,13 +232,12 @@ def _decode(topic: str, msg) -> tuple[int, str, object]:
         return -1, "", None
     stamp = _stamp_ns(msg.header)
     if topic == IMAGE_TOPIC:
-        return stamp, "image", image_to_array(msg)
+        return stamp, "image", image_to_rgb(msg)
     if topic == INFO_TOPIC:
         return stamp, "intrinsics", np.asarray(msg.k, np.float64).reshape(3, 3).copy()
     if topic == DEPTH_TOPIC:
-        depth = image_to_array(msg)
-        return stamp, "depth", (depth.astype(np.float32) / 1000.0 if depth.dtype == np.uint16 else
-                                depth.astype(np.float32))
+        depth = image_to_array(msg)  # 32FC1 metres or 16UC1 millimetres
+        return stamp, "depth", depth_to_metres(depth, *depth.shape)
     if topic == IDS_TOPIC:
         return stamp, "instance_ids", image_to_array(msg).astype(np.int32)
     return stamp, "pose", pose_from_msg(msg.pose.position, msg.pose.orientation)
