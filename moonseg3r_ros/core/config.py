@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 
 def param(default: Any, description: str, low: Optional[float] = None, high: Optional[float] = None,
@@ -224,6 +224,19 @@ def from_flat(values: dict[str, Any], base: Optional[PipelineConfig] = None) -> 
         setattr(target, leaf, _coerce(name, value, type(current)))
     validate(config)
     return config
+
+
+def copy_fields(source: Any, target: Any, names: Iterable[str]) -> None:
+    """Set the dotted fields `names` ("association.match_threshold", ...) of `target` to `source`'s values, in
+    place (section objects stay the same objects); ValueError for a name that is not a field of both."""
+    for name in names:
+        *parents, leaf = name.split(".")
+        src, dst = source, target
+        for part in parents:
+            src, dst = getattr(src, part, None), getattr(dst, part, None)
+        if src is None or dst is None or not hasattr(dst, leaf):
+            raise ValueError(f"'{name}' is not a pipeline configuration field")
+        setattr(dst, leaf, getattr(src, leaf))
 
 
 def _deep_copy(config: Any) -> Any:

@@ -37,7 +37,7 @@ import torch
 from moonseg3r_ros.core import association as assoc
 from moonseg3r_ros.core import kernels, model_files
 from moonseg3r_ros.core.camera import estimate_intrinsics
-from moonseg3r_ros.core.config import PipelineConfig, validate
+from moonseg3r_ros.core.config import PipelineConfig, copy_fields, validate
 from moonseg3r_ros.core.devices import resolve_device
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
@@ -171,15 +171,7 @@ class MoonSeg3RPipeline:
         Only thresholds read per frame may change this way; the caller refuses the fields that define models.
         """
         with self.lock:
-            for name in changed:
-                *parents, leaf = name.split(".")
-                source: Any = config
-                target: Any = self.config
-                for part in parents:
-                    source, target = getattr(source, part, None), getattr(target, part, None)
-                if source is None or target is None or not hasattr(target, leaf):
-                    raise ValueError(f"'{name}' is not a pipeline configuration field")
-                setattr(target, leaf, getattr(source, leaf))
+            copy_fields(config, self.config, changed)
 
     required_files = staticmethod(model_files.required_files)  # (field, path) of the model files a config needs
     missing_files = staticmethod(model_files.missing_files)  # one message naming those unset or absent
