@@ -31,10 +31,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.model_files import missing_files
 from moonseg3r_ros.ros import params
 from moonseg3r_ros.ros.diagnostics import DiagnosticsMixin, free_accelerator_memory
-from moonseg3r_ros.ros.inputs import InputsMixin, IntrinsicsCache, side_inputs
+from moonseg3r_ros.ros.inputs import InputsMixin, IntrinsicsCache
 from moonseg3r_ros.ros.map_services import MapServicesMixin
+from moonseg3r_ros.ros.nav_node import NavMixin
 from moonseg3r_ros.ros.node_config import NodeConfig
 from moonseg3r_ros.ros.outputs import OutputsMixin
 from moonseg3r_ros.ros.runtime_params import RuntimeParamsMixin
@@ -43,7 +45,7 @@ from moonseg3r_ros.ros.worker import FrameQueue, FrameWorker, StampPairing
 NODE_NAME = "moonseg3r"
 
 
-class MoonSeg3RNode(InputsMixin, OutputsMixin, MapServicesMixin, RuntimeParamsMixin, DiagnosticsMixin,
+class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, RuntimeParamsMixin, DiagnosticsMixin,
                     LifecycleNode):
     """rclpy LifecycleNode wrapping `MoonSeg3RPipeline` (see the module docstring)."""
 
@@ -90,13 +92,13 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, MapServicesMixin, RuntimeParamsMi
         except (KeyError, ValueError) as err:
             log.error(f"configure failed: invalid parameter: {err}")
             return TransitionCallbackReturn.FAILURE
+        missing = missing_files(self.pipeline_config)
+        if missing:
+            log.error(f"configure failed: {missing}")
+            return TransitionCallbackReturn.FAILURE
         try:
             from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 
-            missing = MoonSeg3RPipeline.missing_files(self.pipeline_config)
-            if missing:
-                log.error(f"configure failed: {missing}")
-                return TransitionCallbackReturn.FAILURE
             pipeline = MoonSeg3RPipeline(self.pipeline_config)
         except Exception as err:  # a checkpoint that does not load, an unavailable device, ...
             log.error(f"configure failed: could not build the pipeline: {type(err).__name__}: {err}")
@@ -107,7 +109,7 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, MapServicesMixin, RuntimeParamsMi
         self._worker = FrameWorker(self._queue, self._process_frame, self._on_worker_error)
         self._worker.pause()
         self._worker.start()
-        needs = side_inputs(self.pipeline_config)
+        needs = self._side_inputs()
         self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size) if needs else None
         self._map_services = self._create_map_services()
         log.info(f"configured: geometry '{self.pipeline_config.geometry.source}', masks "
@@ -118,7 +120,9 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, MapServicesMixin, RuntimeParamsMi
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._create_publishers()
-            self._publish_static_tf()
+            if self.config.frames.camera:  # else published with the first image's header frame
+                self._publish_static_tf()
+            self._nav_activate()
             self._subs = self._create_subscriptions()
         except Exception as err:  # e.g. an invalid topic name
             self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
@@ -167,6 +171,7 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, MapServicesMixin, RuntimeParamsMi
             self._count("discarded_on_deactivate", self._queue.clear())
         if self._pairing is not None:
             self._pairing.clear()
+        self._nav_deactivate()
         self._destroy_io()
 
     def _destroy_io(self) -> None:
