@@ -6,6 +6,9 @@ Accepted arrays: HxW, HxWx1 (mono), HxWx3 (rgb/bgr), HxWx4 (rgba/bgra); dtypes u
 "rgba8", "bgra8", "rgb16", "bgr16", "8UC1", "16UC1", "32FC1", ...) or the bare words "rgb", "bgr",
 "mono", "rgba", "bgra". Without an encoding, 3 channels are RGB and 4 channels RGBA.
 Every rejection raises `ImageError` with a message that says what was wrong.
+
+`check_compressed_size` reads the size a PNG (IHDR) or JPEG (first start-of-frame segment) declares without
+decoding it, so an oversized compressed image is refused before any pixel buffer is allocated.
 """
 from __future__ import annotations
 
@@ -50,6 +53,64 @@ def _check_shape(array: np.ndarray, max_pixels: int) -> np.ndarray:
         raise ImageError(f"image has {height * width} pixels, more than the allowed {max_pixels} "
                          f"({width}x{height}); raise max_image_pixels or downscale the input")
     return array
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+def compressed_image_size(data: bytes | memoryview | np.ndarray) -> tuple[int, int]:
+    """(height, width) a PNG or JPEG declares in its header, read without decoding (or copying) it; ImageError
+    when `data` is neither, or its header is cut short or declares no size."""
+    data = memoryview(data).cast("B")  # type: ignore[arg-type]  # ndarray, bytes and memoryview are buffers
+    if bytes(data[:8]) == _PNG_SIGNATURE:
+        if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+            raise ImageError("PNG image has no IHDR header")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return height, width
+    if bytes(data[:2]) == b"\xff\xd8":
+        return _jpeg_size(data)
+    raise ImageError("compressed image is neither PNG nor JPEG (supported: png, jpeg)")
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    """Walk the JPEG marker segments up to the first start-of-frame; its height and width."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageError(f"JPEG header is corrupt (no marker at byte {pos})")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers carry no length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+            if height == 0 or width == 0:
+                raise ImageError("JPEG image does not declare its size in its frame header")
+            return height, width
+        if marker == 0xDA or length < 2:  # start of scan before any frame header, or a broken length
+            break
+        pos += 2 + length
+    raise ImageError("JPEG image has no frame header (size unknown)")
+
+
+def check_compressed_size(data: bytes | memoryview | np.ndarray,
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) from a PNG/JPEG header; ImageError before any decoding when the image would have more
+    than `max_pixels` pixels or declares an empty size."""
+    height, width = compressed_image_size(data)
+    if height == 0 or width == 0:
+        raise ImageError(f"compressed image declares an empty size ({width}x{height})")
+    if height * width > max_pixels:
+        raise ImageError(f"compressed image declares {width}x{height} = {height * width} pixels, more than the "
+                         f"allowed {max_pixels}; refused before decoding (raise max_image_pixels or downscale)")
+    return height, width
 
 
 def uint16_to_uint8(array: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from moonseg3r_ros.core.image_buffers import as_buffer, decode_image_buffer, encode_image_buffer
-from moonseg3r_ros.core.images import ImageError, to_rgb8
+from moonseg3r_ros.core.images import DEFAULT_MAX_PIXELS, ImageError, check_compressed_size, to_rgb8
 from moonseg3r_ros.ros.conversions.common import ConversionError, bytes_to_array
 
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
@@ -44,8 +44,10 @@ def pixels_to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
         raise ConversionError(f"{err} (supported: {', '.join(COLOR_ENCODINGS)})") from None
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png, as image_transport writes it) -> HxWx3 uint8 RGB."""
+def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png, as image_transport writes it) -> HxWx3 uint8 RGB.
+
+    The size the PNG/JPEG header declares is checked against `max_pixels` before decoding."""
     import cv2
 
     data = np.frombuffer(as_buffer(msg.data), dtype=np.uint8)
@@ -54,6 +56,10 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(msg.format).lower()
     if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
         raise ConversionError(f"unsupported compressed image format '{msg.format}' (supported: jpeg, png)")
+    try:
+        check_compressed_size(data, max_pixels)  # a small file may declare a huge image: refuse it undecoded
+    except ImageError as err:
+        raise ConversionError(str(err)) from None
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ConversionError(f"could not decode compressed image (format '{msg.format}', {data.size} bytes)")
