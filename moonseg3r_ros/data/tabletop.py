@@ -94,6 +94,7 @@ class _Surface:
     texture: int
     tile: float
     max_height: float = 1.0
+    aligned: bool = False  # objects turned to the surface's axes (shelf boards), not to a random yaw
     keep_out: list = field(default_factory=list)  # (lo 2, hi 2) rectangles to avoid
 
 
@@ -105,7 +106,7 @@ class _Layout:
         self.rng = np.random.default_rng(spec.seed)
         self.objects: list[SceneObject] = []
         self.body_instance: dict[int, int] = {}
-        self.placed: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # surface id -> footprints
+        self.placed: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}  # (support, height) -> footprints
 
     def _add(self, kind: str, bodies: list[int], support: int) -> SceneObject:
         inst = len(self.objects) + 1
@@ -168,7 +169,7 @@ class _Layout:
         gap = tops[1] - tops[0] - 0.04
         lo = np.array([position[0] - width / 2 + 0.04, position[1] - depth / 2 + 0.02])
         hi = np.array([position[0] + width / 2 - 0.04, position[1] + depth / 2 - 0.04])
-        return [_Surface(lo, hi, z, obj.instance_id, texture, 0.6, max_height=gap if k < 3 else 0.5)
+        return [_Surface(lo, hi, z, obj.instance_id, texture, 0.6, max_height=gap if k < 3 else 0.5, aligned=True)
                 for k, z in enumerate(tops)]
 
     def place(self, kind: str, surface: _Surface, touch: bool = False) -> Optional[SceneObject]:
@@ -176,7 +177,10 @@ class _Layout:
         `touch`, 0-4 mm apart); None (and the body removed) when it does not fit."""
         ctx = to.BuildContext(self.world, self.rng, surface.texture, surface.tile)
         body = to.BUILDERS[kind](ctx)
-        yaw = 0.0 if touch else float(self.rng.uniform(0, math.pi))
+        if surface.aligned:
+            yaw = float(self.rng.choice([0.0, math.pi / 2]) + self.rng.uniform(-0.1, 0.1))
+        else:
+            yaw = 0.0 if touch else float(self.rng.uniform(0, math.pi))
         euler = (0.0, 0.0, 0.0)
         if kind == "domino":
             euler = (0.0, math.pi / 2, 0.0)  # lying flat
@@ -185,7 +189,7 @@ class _Layout:
         half, centre_off = (hi - lo)[:2] / 2, (hi + lo)[:2] / 2
         if hi[2] - lo[2] > surface.max_height:
             return self._drop(body)
-        taken = self.placed.setdefault(surface.instance_id, [])
+        taken = self.placed.setdefault((surface.instance_id, round(surface.z, 4)), [])
         for _ in range(200):
             xy = self._candidate(surface, half, taken, touch)
             if xy is None:
@@ -227,8 +231,11 @@ class _Layout:
         kinds = [kinds[i] for i in rng.permutation(len(kinds))]
         for k, kind in enumerate(kinds):
             touch = k == 1 or (k > 1 and rng.random() < 0.3)
-            if self.place(kind, surface, touch) is None and touch:
-                self.place(kind, surface, False)
+            for attempt in range(3):  # a different position rule, then another object, when it does not fit
+                if self.place(kind, surface, touch and attempt == 0) is not None:
+                    break
+                if attempt == 1:
+                    kind = pool[int(rng.integers(len(pool)))]
 
 
 def _apart(a, b, gap: float) -> bool:
@@ -335,7 +342,7 @@ def _build(spec: TabletopSpec, world: BulletWorld) -> tuple[_Layout, np.ndarray]
     if spec.kind == "room":
         boards = layout.shelf(half)
         for board in boards:
-            layout.fill(board, int(rng.integers(1, 4)), to.SHELF_POOL, [("book",)])
+            layout.fill(board, int(rng.integers(2, 5)), to.SHELF_POOL, [("book",)])
         shelf_target = np.array([(boards[0].lo[0] + boards[0].hi[0]) / 2, boards[0].hi[1], 0.7])
     reach = radius - 0.45  # floor objects stay clear of the camera path
     floor = _Surface(np.array([-reach, -reach]), np.array([reach, reach]), 0.0, 0, floor_tex, floor_tile,
