@@ -30,11 +30,11 @@ def test_perfect_prediction_gives_zero_seg_loss_and_wrong_is_large():
     queries = torch.eye(2)
     pixels = perfect_pixels(masks)
     dense = LossConfig(points=0)
-    assert mask_loss(queries, pixels, masks, dense).item() < 1e-6
+    assert mask_loss(mask_logits(queries, pixels), masks, dense).item() < 1e-6
     # point sampling on a grid of the same size: the sampled logits are bilinear mixes only across the boundary
-    sampled = mask_loss(queries, pixels, masks, LossConfig(points=512), torch.Generator().manual_seed(0))
+    sampled = mask_loss(mask_logits(queries, pixels), masks, LossConfig(points=512), torch.Generator().manual_seed(0))
     assert sampled.item() < 0.2
-    inverted = mask_loss(queries, -pixels, masks, dense)
+    inverted = mask_loss(mask_logits(queries, -pixels), masks, dense)
     assert inverted.item() > 30  # BCE ~ 40 per pixel, Dice ~ 1
 
 

@@ -8,7 +8,8 @@ bands B ~ N(0, 1/pos_scale^2) as in the lifter: without it, G could not tell apa
 and shape, and neither could the queries trained to predict masks through G. Output G = psi(F) is D x h x w:
     G = W2 GELU(W1 F + b1) + b2         (applied to every patch independently, a 1x1 MLP)
 The trained pipeline uses G twice: as the frame tokens the query decoder phi cross-attends to, and as the
-per-pixel embeddings of the mask logits  sigmoid(q' . G / sqrt(D))  that the training losses supervise.
+per-pixel embeddings of the mask logits that the training losses supervise: sigmoid(s cos(q', G) + b) with a
+learnt scale s (initially 10) and bias b (`cosine`, default), or sigmoid(q' . G / sqrt(D)).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class PixelHead(nn.Module):
     """psi: F ((C2 + C3 + 2L) x h x w) -> G (D x h x w); see the module docstring."""
 
     def __init__(self, semantic_dim: int, geometric_dim: int, dim: int, hidden: int = 128, seed: int = 0,
-                 pos_frequencies: int = 0, pos_scale: float = 0.5):
+                 pos_frequencies: int = 0, pos_scale: float = 0.5, cosine: bool = True):
         super().__init__()
         self.semantic_dim, self.geometric_dim, self.dim, self.hidden = semantic_dim, geometric_dim, dim, hidden
         self.pos_frequencies = pos_frequencies
@@ -67,6 +68,17 @@ class PixelHead(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(self.in_channels, hidden), nn.GELU(), nn.Linear(hidden, dim))
         generator = torch.Generator().manual_seed(seed + 11)
         self.register_buffer("pos_bands", torch.randn(3, pos_frequencies, generator=generator) / pos_scale)
+        self.cosine = cosine
+        self.logit_scale = nn.Parameter(torch.tensor(10.0))  # used with cosine logits only
+        self.logit_bias = nn.Parameter(torch.tensor(0.0))
+
+    def logits(self, queries: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Mask logits N x h x w of queries NxD on G (D x h x w): scale * cos(q, G) + bias (`cosine`, default),
+        or the plain q . G / sqrt(D). The cosine keeps a component shared by all queries from carrying the mask
+        prediction, so the queries' cosines (what merging and matching use) separate instances."""
+        if self.cosine:
+            return cosine_logits(queries, pixels, self.logit_scale, self.logit_bias)
+        return mask_logits(queries, pixels)
 
     @property
     def in_channels(self) -> int:
@@ -105,3 +117,11 @@ def mask_logits(queries: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """queries NxD, G D x h x w -> N x h x w logits q . G / sqrt(D)."""
     dim, height, width = pixels.shape
     return (queries @ pixels.reshape(dim, -1) / math.sqrt(dim)).reshape(-1, height, width)
+
+
+def cosine_logits(queries: torch.Tensor, pixels: torch.Tensor, scale: torch.Tensor,
+                  bias: torch.Tensor) -> torch.Tensor:
+    """queries NxD, G D x h x w -> N x h x w logits scale * cos(q, G) + bias."""
+    dim, height, width = pixels.shape
+    cosine = F.normalize(queries, dim=1) @ F.normalize(pixels.reshape(dim, -1), dim=0)
+    return (scale * cosine + bias).reshape(-1, height, width)

@@ -5,7 +5,7 @@ File layout (written by `moonseg3r train`, read by the pipeline through `refinem
     metadata  {"moonseg3r_refiner": JSON}  with
               format "moonseg3r-refiner", version 1,
               dims {dim, semantic_dim, geometric_dim, pixel_hidden, num_layers, num_heads, pos_frequencies,
-                    pixel_pos_frequencies, pixel_pos_scale},
+                    pixel_pos_frequencies, pixel_pos_scale, cosine_logits},
               features  the feature configuration the weights were trained for (`feature_signature`),
               training  free-form facts about the run (steps, seed, data, losses).
 safetensors holds raw tensors and a JSON header only: loading never executes code.
@@ -155,7 +155,7 @@ def build_refiner_modules(weights: RefinerWeights, config: Any, semantic_dim: in
                                   f"channels, the backbone gives {semantic_dim}")
     head = PixelHead(int(dims["semantic_dim"]), int(dims["geometric_dim"]), int(dims["dim"]),
                      int(dims["pixel_hidden"]), pos_frequencies=int(dims.get("pixel_pos_frequencies", 0)),
-                     pos_scale=float(dims.get("pixel_pos_scale", 0.5)))
+                     pos_scale=float(dims.get("pixel_pos_scale", 0.5)), cosine=bool(dims.get("cosine_logits", False)))
     with _quiet():  # its "random decoder weights" warning does not apply: the weights are loaded below
         decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
                                run_untrained=True)

@@ -1,7 +1,7 @@
 """The three self-supervised losses of MoonSeg3R's query refinement (paper's Figure 2 (b) and (c)).
 
-L_seg   Each refined query q'_m predicts its own 2D mask: BCE + Dice between sigmoid(psi(F) . q'_m / sqrt(D))
-        and mask m. With point sampling (`points` > 0) both are evaluated at `points` random pixel positions
+L_seg   Each refined query q'_m predicts its own 2D mask: BCE + Dice between sigmoid(logit(q'_m, psi(F))) and
+        mask m (logits: `PixelHead.logits`, a scaled cosine by default). With point sampling (`points` > 0) both are evaluated at `points` random pixel positions
         shared by all masks of the frame (logits bilinearly sampled from the patch grid, targets read at the
         pixel); with `points` = 0 at every pixel (logits bilinearly upsampled to HxW).
         BCE is the mean over masks and points; Dice = mean over masks of 1 - (2 sum(p t) + 1) / (sum p + sum t + 1).
@@ -23,7 +23,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from moonseg3r_ros.core.pixel_head import mask_logits
 
 
 @dataclass
@@ -69,13 +68,12 @@ def bce_dice(logits: torch.Tensor, targets: torch.Tensor, bce_weight: float = 1.
     return bce_weight * bce, dice_weight * dice.mean()
 
 
-def mask_loss(queries: torch.Tensor, pixels: torch.Tensor, masks: torch.Tensor, config: LossConfig,
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor, config: LossConfig,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """L_seg (or L_xseg) of queries NxD predicting masks N x H x W bool through G = psi(F) (D x h x w)."""
-    if queries.shape[0] == 0:
-        return pixels.sum() * 0.0
+    """L_seg (or L_xseg): patch-grid mask logits N x h x w (`PixelHead.logits`) against masks N x H x W bool."""
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
     height, width = masks.shape[1:]
-    logits = mask_logits(queries, pixels)  # N x h x w
     if config.points > 0:
         points = sample_points(height, width, config.points, generator)
         predicted, target = logits_at(logits, points, height, width), targets_at(masks, points)

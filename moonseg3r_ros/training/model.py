@@ -50,6 +50,7 @@ class ModelConfig:
     assign_fraction: float = 0.5  # share of a mask's claimed pixels an id must hold to be its target
     use_context: bool = True  # feed the retrieved queries to phi (False: ablation without memory context)
     pixel_positions: bool = True  # psi also sees a Fourier encoding of each patch's world point
+    cosine_logits: bool = True  # mask logits = s cos(q', G) + b (False: q' . G / sqrt(D))
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Refiner(nn.Module):
         self.lifter = make_lifter(config, semantic_dim, geometric_dim)
         frequencies = config.features.pos_frequencies if model.pixel_positions else 0
         self.pixel_head = PixelHead(semantic_dim, geometric_dim, dim, model.pixel_hidden, config.seed, frequencies,
-                                    config.features.pos_scale)
+                                    config.features.pos_scale, model.cosine_logits)
         with _quiet():
             self.decoder = QueryDecoder(dim, dim, config.refinement.num_layers, config.refinement.num_heads,
                                         run_untrained=True, seed=config.seed)
@@ -125,13 +126,13 @@ class Refiner(nn.Module):
                 context = context.detach()
             refined = self.decoder(queries, pixels, context if self.model_config.use_context else None).queries
             masks = record.mask_tensor()
-            seg.append(mask_loss(refined, pixels, masks, loss, generator))
+            seg.append(mask_loss(self.pixel_head.logits(refined, pixels), masks, loss, generator))
             f3d_grid = None if f3d is None else resample_to_grid(f3d, f2d.shape[1], f2d.shape[2])
             dist.append(distillation_loss(pixels, f2d, f3d_grid, loss, generator))
             targeted = [k for k, i in enumerate(context_ids) if i in plan.targets]
             if targeted:
                 target = torch.stack([masks[plan.targets[context_ids[k]]].any(dim=0) for k in targeted])
-                xseg.append(mask_loss(context[targeted], pixels, target, loss, generator))
+                xseg.append(mask_loss(self.pixel_head.logits(context[targeted], pixels), target, loss, generator))
             for instance_id in np.unique(plan.mask_ids).tolist():
                 members = torch.from_numpy(np.flatnonzero(plan.mask_ids == instance_id))
                 observed = refined[members].mean(dim=0)

@@ -189,7 +189,8 @@ class Trainer:
                 "num_layers": len(model.decoder.layers), "num_heads": self.pipeline_config.refinement.num_heads,
                 "pos_frequencies": model.lifter.pos_frequencies,
                 "pixel_pos_frequencies": model.pixel_head.pos_frequencies,
-                "pixel_pos_scale": self.pipeline_config.features.pos_scale}
+                "pixel_pos_scale": self.pipeline_config.features.pos_scale,
+                "cosine_logits": model.pixel_head.cosine}
         training = {"steps": self.step, "seed": self.config.run.seed, "config": to_dict(self.config)}
         return save_refiner(path or self.out / self.config.run.weights_name,
                             {"lifter": model.lifter, "decoder": model.decoder, "pixel_head": model.pixel_head},
