@@ -52,14 +52,15 @@ def test_load_map_continues_a_new_sequence_from_the_saved_map(saved_map):
     assert pipeline.stats["keyframes"] == 1
 
 
-def test_load_map_saved_with_another_map_config_keeps_its_own(saved_map):
+def test_load_map_saved_with_another_map_config_adopts_its_config(saved_map):
     path, saved = saved_map
     config = _config()
-    config.map.voxel_size = 0.05
+    config.map.voxel_size, config.map.max_point_weight = 0.05, 7
     pipeline = MoonSeg3RPipeline(config)
     loaded = pipeline.load_map(path)
-    assert loaded.config is not pipeline.config.map
-    assert loaded.config.voxel_size == saved.config.voxel_size == 0.02
+    assert loaded.config is pipeline.config.map  # one MapConfig: what the pipeline reports is what the map runs
+    assert pipeline.config.map.voxel_size == saved.config.voxel_size == 0.02
+    assert pipeline.config.map.max_point_weight == saved.config.max_point_weight == 100
     assert loaded.instances() == saved.instances()
 
 

@@ -153,14 +153,17 @@ class MoonSeg3RPipeline:
     def load_map(self, path: str | os.PathLike) -> InstanceMap:
         """Continue from the map saved at `path` as a new sequence (memory, bank and counters start empty).
 
-        A map saved with this pipeline's MapConfig shares `config.map` (runtime threshold changes keep
-        applying to it); a map saved with another MapConfig keeps its own. Raises what InstanceMap.load raises.
+        The loaded map shares `config.map` (runtime threshold changes keep applying to it); a map saved with
+        another MapConfig defines its layout, so `config.map` takes the saved values (in place; the caller
+        compares before/after to report them). Raises what InstanceMap.load raises (the file is fully
+        validated first): then nothing here changed.
         """
         loaded = InstanceMap.load(Path(path).expanduser())
         with self.lock:
             self.reset()
-            if dataclasses.asdict(loaded.config) == dataclasses.asdict(self.config.map):
-                loaded.config = self.config.map
+            for f in dataclasses.fields(self.config.map):
+                setattr(self.config.map, f.name, getattr(loaded.config, f.name))
+            loaded.config = self.config.map
             self.instance_map = loaded
         return loaded
 
