@@ -28,6 +28,7 @@ BENCH = {
     "map": "moonseg3r_ros.tools.bench_map",
     "pipeline": "moonseg3r_ros.tools.bench_pipeline",
     "node": "moonseg3r_ros.tools.bench_node",
+    "scenes": "moonseg3r_ros.tools.eval_scenes",
 }
 HELP = {
     "replay": "replay a sequence or bag through the MoonSeg3R node/pipeline (moonseg3r_ros.tools.replay)",
