@@ -10,11 +10,11 @@ from scipy.spatial.transform import Rotation
 
 def quaternion_to_matrix(q: Sequence[float]) -> np.ndarray:
     """(x, y, z, w) -> 3x3 float64 rotation; normalised first. ValueError for a zero or non-finite quaternion."""
-    q = np.asarray(q, dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if q.shape != (4,) or not math.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"invalid quaternion {q.tolist()}")
-    return Rotation.from_quat(q).as_matrix()  # scipy normalises (a second division changes the last bit)
+    xyzw = np.asarray(q, dtype=np.float64)
+    norm = float(np.linalg.norm(xyzw))
+    if xyzw.shape != (4,) or not math.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"invalid quaternion {xyzw.tolist()}")
+    return Rotation.from_quat(xyzw).as_matrix()  # scipy normalises (a second division changes the last bit)
 
 
 def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
