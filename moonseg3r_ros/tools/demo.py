@@ -7,7 +7,10 @@
    `tabletop` kind (moonseg3r_ros.data.tabletop: pybullet renders of textured household meshes on a table
    and the floor, 80 frames); `--kind primitives` is the simple generator (moonseg3r_ros.data.synthetic:
    flat-coloured shapes, 100 frames),
-2. writes it as a rosbag2 (DIR/bag, the same path a recorded bag takes),
+2. writes it as a rosbag2 (DIR/bag, the same path a recorded bag takes); the realistic kinds first go
+   through a ScanNet-style folder (DIR/scene: colour as JPEG quality 95, depth as millimetre PNGs) and the
+   bag is written from that folder, as `moonseg3r generate` + `moonseg3r to-bag` would
+   (`--color-format raw` sends the renderer's frames as they are, the primitives default),
 3. replays the bag through the real moonseg3r node (moonseg3r_ros.tools.replay: node subprocess, DDS on
    localhost, no dropped frames) and saves the node's final map (DIR/replay/map.npz, map.ply, pred/),
 4. evaluates the ScanNet-format predictions over the scene's vertices (class-agnostic AP/AP50/AP25),
@@ -35,6 +38,7 @@ from moonseg3r_ros.tools import replay as rp
 
 DEFAULT_KIND = "tabletop"
 DEFAULT_FRAMES = {"tabletop": 80, "room": 80, "primitives": 100}
+DEFAULT_COLOR_FORMAT = {"tabletop": "jpg", "room": "jpg", "primitives": "raw"}
 DEFAULT_SIZE = (320, 240)
 DEFAULT_KEYFRAME_INTERVAL = 5
 
@@ -71,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=DEFAULT_SIZE[0], help=f"image width (default {DEFAULT_SIZE[0]})")
     parser.add_argument("--height", type=int, default=DEFAULT_SIZE[1],
                         help=f"image height (default {DEFAULT_SIZE[1]})")
+    parser.add_argument("--color-format", choices=("jpg", "raw"), default=None,
+                        help="jpg: frames go through a ScanNet-style folder with JPEG colour (default for "
+                             "tabletop/room); raw: the renderer's frames straight into the bag (primitives)")
     parser.add_argument("--objects", type=int, default=None,
                         help="primitives in the scene (default 6), or objects on the table (default from the seed)")
     rp.add_node_options(parser)
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     from moonseg3r_ros.data.bag import BagError, write_bag
+    from moonseg3r_ros.data.datasets import open_sequence
     from moonseg3r_ros.data.scenes import camera_check_line, make_scene
     from moonseg3r_ros.eval.scannet_ap import format_table
     from moonseg3r_ros.tools.render import render_map_file
@@ -104,8 +112,17 @@ def run(args: argparse.Namespace) -> dict:
         if not (bag / "metadata.yaml").is_file():
             raise rp.ReplayError(f"{bag} exists and is not a bag written by an earlier demo; remove it")
         shutil.rmtree(bag)
+    color_format = args.color_format or DEFAULT_COLOR_FORMAT[args.kind]
+    frames_in = scene.frames
+    if color_format == "jpg":
+        folder = out / "scene"
+        if folder.exists():
+            if not (folder / "meta.json").is_file():
+                raise rp.ReplayError(f"{folder} exists and is not a scene written by an earlier demo; remove it")
+            shutil.rmtree(folder)
+        frames_in = open_sequence(scene.save(folder, image_format="jpg"))
     try:
-        write_bag(scene.frames, bag, depth=True, gt=True, progress=opts.progress, total=len(scene.frames))
+        write_bag(frames_in, bag, depth=True, gt=True, progress=opts.progress, total=len(scene.frames))
     except BagError as err:
         raise rp.ReplayError(str(err)) from None
     generated = time.monotonic() - start
@@ -122,7 +139,8 @@ def run(args: argparse.Namespace) -> dict:
         "ap": result.metrics["ap"], "ap50": result.metrics["ap50"], "ap25": result.metrics["ap25"],
         "scenes": result.metrics["scenes"],
         "sources": {"geometry": opts.geometry, "masks": opts.masks},
-        "kind": args.kind, "frames": frames, "width": args.width, "height": args.height, "seed": args.seed,
+        "kind": args.kind, "color_format": color_format,
+        "frames": frames, "width": args.width, "height": args.height, "seed": args.seed,
         "keyframe_interval": opts.keyframe_interval, "instances": result.instances,
         "gt_instances": len(scene.objects),
         "seconds": {"generate_and_bag": round(generated, 2), "replay": round(result.seconds, 2),
