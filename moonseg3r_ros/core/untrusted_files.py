@@ -19,6 +19,7 @@ import os
 import pickle
 import pickletools
 import re
+import threading
 import types
 import zipfile
 from typing import Any, BinaryIO
@@ -28,6 +29,7 @@ import torch
 
 ALLOWED_CLASSES = (argparse.Namespace, types.SimpleNamespace)  # read as data (attribute dicts)
 _LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
+_ALLOW_LIST_LOCK = threading.Lock()  # torch's safe-globals set is process-wide: one load at a time edits it
 
 
 class RefusedFileError(ValueError):
@@ -106,7 +108,7 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     allowed = {f"{c.__module__}.{c.__qualname__}" for c in ALLOWED_CLASSES}
     records = [(_record_class(name), name) for name in sorted(pickle_globals(path) - allowed)]
     try:
-        with torch.serialization.safe_globals([*ALLOWED_CLASSES, *records]):
+        with _ALLOW_LIST_LOCK, torch.serialization.safe_globals([*ALLOWED_CLASSES, *records]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except RefusedFileError as err:
         raise RefusedFileError(f"refused to read {path}: {err}; nothing from the file was run") from None
