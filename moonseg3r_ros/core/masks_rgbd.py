@@ -4,7 +4,8 @@ Per keyframe, on a working grid of at most `work_long_side` pixels (nearest-neig
 1. normals of the camera pointmap (central differences, smoothed), facing the camera;
 2. support planes: up to `max_planes` RANSAC planes (Open3D `segment_plane`) on a sample of the valid points,
    each kept when it holds at least `plane_min_fraction` of them; a pixel belongs to a plane when it lies within
-   `plane_distance` (relative to the median depth) of it and its normal agrees within `plane_normal_degrees`;
+   `plane_distance` (relative to the median depth) of it and its normal (where defined) agrees within
+   `plane_normal_degrees`;
 3. a 4-neighbour pixel graph whose edges are cut where geometry is invalid, where depth jumps by more than
    `depth_threshold` of the depth, between pixels of different planes (or plane and off-plane), at concave
    creases (normals `crease_step` pixels apart on either side turned towards each other by more than
@@ -42,6 +43,9 @@ class RgbdSegmentParams:
     plane_min_fraction: float = 0.04  # of the valid sample points
     color_threshold: float = 30.0  # CIELAB distance that separates neighbours across a crease
     color_crease_degrees: float = 6.0
+    behind_fraction: float = 0.9  # a segment this much behind a support plane and touching it is part of it
+    fragment_pixels: int = 30  # smaller segments (working grid) are absorbed by their nearest neighbour
+    min_contact: int = 4  # depth-continuous boundary pixels that make two segments touch
     seed: int = 0
 
 
@@ -85,7 +89,7 @@ def segment_grid(points: np.ndarray, valid: np.ndarray, image: np.ndarray, param
         return np.zeros((h, w), np.int32)
     depth = np.where(valid, points[..., 2], 0.0).astype(np.float32)
     normals, normal_ok = camera_normals(points, valid, params.depth_threshold)
-    planes = plane_ids(points, normals, normal_ok, valid, params)
+    planes, behind = plane_ids(points, normals, normal_ok, valid, params)
     lab = _lab(image)
     index = np.arange(h * w).reshape(h, w)
     src, dst = [], []
@@ -100,7 +104,123 @@ def segment_grid(points: np.ndarray, valid: np.ndarray, image: np.ndarray, param
     _, components = connected_components(graph, directed=False)
     labels = components.reshape(h, w).astype(np.int32) + 1
     labels[~valid] = 0
-    return labels
+    labels = absorb_fragments(labels, depth, valid, params)
+    return join_support_parts(labels, planes, behind, _contacts(labels, depth, valid, params), points, params)
+
+
+def absorb_fragments(labels: np.ndarray, depth: np.ndarray, valid: np.ndarray, params: RgbdSegmentParams
+                     ) -> np.ndarray:
+    """Segments under `fragment_pixels` (the bands of cut edges along creases) go to the nearest larger segment
+    at a continuous depth; an object's rim where it meets its support is split between the two.
+
+    labels hxw int32 (0 = none) -> hxw int32."""
+    from scipy.ndimage import distance_transform_edt
+
+    sizes = np.bincount(labels.reshape(-1))
+    small = sizes < params.fragment_pixels
+    small[0] = True
+    hole = small[labels]
+    if not hole.any() or hole.all():
+        return labels
+    _, (rows, cols) = distance_transform_edt(hole, return_indices=True)
+    near = labels[rows, cols]
+    near_depth = depth[rows, cols]
+    ok = hole & valid & (np.abs(near_depth - depth) <= 3 * params.depth_threshold * np.maximum(depth, 1e-6))
+    out = np.where(hole, 0, labels)
+    out[ok] = near[ok]
+    return out
+
+
+def _contacts(labels: np.ndarray, depth: np.ndarray, valid: np.ndarray, params: RgbdSegmentParams
+              ) -> np.ndarray:
+    """-> Px2 int64 segment pairs (a < b) that share at least `min_contact` depth-continuous boundary edges."""
+    pairs = []
+    for axis in (1, 0):
+        a, b = _pair(axis, 0)
+        la, lb, za, zb = labels[a], labels[b], depth[a], depth[b]
+        touch = valid[a] & valid[b] & (la != lb) & (la > 0) & (lb > 0)
+        # a looser step than the cut's: a table top's overhang over its legs still touches them
+        touch &= np.abs(za - zb) <= 2 * params.depth_threshold * np.maximum(np.minimum(za, zb), 1e-6)
+        pairs.append(np.stack([np.minimum(la[touch], lb[touch]), np.maximum(la[touch], lb[touch])], axis=1))
+    pairs_all = np.concatenate(pairs).astype(np.int64)
+    if len(pairs_all) == 0:
+        return pairs_all.reshape(0, 2)
+    unique, counts = np.unique(pairs_all, axis=0, return_counts=True)
+    return unique[counts >= params.min_contact]
+
+
+def join_support_parts(labels: np.ndarray, planes: np.ndarray, behind: np.ndarray, contacts: np.ndarray,
+                       points: np.ndarray, params: RgbdSegmentParams) -> np.ndarray:
+    """Segments lying behind a plane segment, inside its footprint, and touching it (directly or through other
+    such segments) join it: a table top's edge, apron and legs, a box's sides below its top. Objects rest in
+    front of their support and stay apart; the floor lies outside a box top's footprint.
+
+    labels hxw int32, planes hxw int16, behind hxw uint8 (bit per plane), contacts Px2, points hxwx3
+    -> hxw int32."""
+    n = int(labels.max()) + 1
+    if len(contacts) == 0 or n <= 2:
+        return labels
+    flat = labels.reshape(-1)
+    area = np.maximum(np.bincount(flat, minlength=n), 1)
+    on_plane = planes.reshape(-1) >= 0
+    seg_plane = np.full(n, -1, np.int64)
+    seg_plane[flat[on_plane]] = planes.reshape(-1)[on_plane]
+    planes_used = int(planes.max()) + 1
+    behind_frac = np.stack([np.bincount(flat, weights=(behind.reshape(-1) >> k) & 1, minlength=n) / area
+                            for k in range(max(planes_used, 1))])
+    footprint = _Footprints(labels, points)
+    parent = np.arange(n)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for _ in range(6):
+        changed = False
+        for a, b in contacts:
+            for part, other in ((int(b), int(a)), (int(a), int(b))):
+                target = root(other)
+                plane = seg_plane[target]
+                if root(part) != part or target == part or plane < 0 or (seg_plane[part] >= 0 and area[part] >= area[target]):
+                    continue
+                if behind_frac[plane, part] >= params.behind_fraction and footprint.inside(target, part):
+                    parent[part] = target
+                    changed = True
+        if not changed:
+            break
+    group = np.array([root(x) for x in range(n)])
+    group[0] = 0
+    return group[labels].astype(np.int32)
+
+
+class _Footprints:
+    """Whether a segment's points fall inside a plane segment's extent (its principal axes, 5% margin)."""
+
+    def __init__(self, labels: np.ndarray, points: np.ndarray):
+        flat = labels.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        self.starts = np.searchsorted(flat[order], np.arange(int(flat.max()) + 2))
+        self.order, self.points = order, points.reshape(-1, 3).astype(np.float64)
+        self.frames: dict[int, tuple] = {}
+
+    def _points(self, segment: int, most: int = 2000) -> np.ndarray:
+        idx = self.order[self.starts[segment]:self.starts[segment + 1]]
+        return self.points[idx[::max(1, len(idx) // most)]]
+
+    def inside(self, support: int, part: int, fraction: float = 0.9) -> bool:
+        if support not in self.frames:
+            pts = self._points(support)
+            centre = pts.mean(axis=0)
+            _, _, axes = np.linalg.svd(pts - centre, full_matrices=False)
+            coords = (pts - centre) @ axes[:2].T
+            low, high = coords.min(axis=0), coords.max(axis=0)
+            margin = 0.05 * (high - low)
+            self.frames[support] = (centre, axes[:2], low - margin, high + margin)
+        centre, axes, low, high = self.frames[support]
+        coords = (self._points(part) - centre) @ axes.T
+        return bool(((coords >= low) & (coords <= high)).all(axis=1).mean() >= fraction)
 
 
 def camera_normals(points: np.ndarray, valid: np.ndarray, depth_threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,16 +257,18 @@ def camera_normals(points: np.ndarray, valid: np.ndarray, depth_threshold: float
 
 
 def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, valid: np.ndarray,
-              params: RgbdSegmentParams) -> np.ndarray:
-    """-> hxw int16 plane index per pixel (-1 = on no plane); planes by RANSAC on a point sample."""
+              params: RgbdSegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """-> (hxw int16 plane index per pixel (-1 = on no plane), hxw uint8 bit k set where the point lies behind
+    plane k as seen from the camera: below a table top, not on it); planes by RANSAC on a point sample."""
     import open3d as o3d
 
     h, w = valid.shape
     ids = np.full((h, w), -1, np.int16)
+    behind = np.zeros((h, w), np.uint8)
     usable = valid & normal_ok
     count = int(usable.sum())
     if count < 100 or params.max_planes <= 0:
-        return ids
+        return ids, behind
     stride = max(1, int(math.sqrt(count / 6000)))
     sample = points[::stride, ::stride][usable[::stride, ::stride]].astype(np.float64)
     scale = float(np.median(points[..., 2][valid]))
@@ -154,7 +276,8 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
     cos_limit = math.cos(math.radians(params.plane_normal_degrees))
     flat = points.reshape(-1, 3)
     flat_n = normals.reshape(-1, 3)
-    free = usable.reshape(-1).copy()
+    free = valid.reshape(-1).copy()
+    no_normal = ~normal_ok.reshape(-1)  # image border, next to depth jumps: distance alone decides
     remaining = sample
     for k in range(params.max_planes):
         if len(remaining) < max(50, params.plane_min_fraction * len(sample)):
@@ -167,15 +290,19 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
         normal = np.asarray(model[:3], np.float64)
         norm = np.linalg.norm(normal)
         normal, offset = normal / norm, float(model[3]) / norm
-        distance = np.abs(flat @ normal + offset)
-        agree = np.abs(flat_n @ normal) >= cos_limit
+        if offset < 0:  # the camera (origin) on the positive side
+            normal, offset = -normal, -offset
+        signed = flat @ normal + offset
+        behind.reshape(-1)[signed < 0.5 * threshold] |= np.uint8(1 << k)
+        distance = np.abs(signed)
+        agree = (np.abs(flat_n @ normal) >= cos_limit) | no_normal
         member = free & (distance < threshold) & agree
         ids.reshape(-1)[member] = k
         free &= ~member
         keep = np.ones(len(remaining), bool)
         keep[inliers] = False
         remaining = remaining[keep]
-    return ids
+    return ids, behind
 
 
 def _edges(axis: int, depth: np.ndarray, valid: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray,
@@ -185,8 +312,8 @@ def _edges(axis: int, depth: np.ndarray, valid: np.ndarray, normals: np.ndarray,
     za, zb = depth[a], depth[b]
     keep = valid[a] & valid[b]
     keep &= np.abs(za - zb) <= params.depth_threshold * np.maximum(np.minimum(za, zb), 1e-6)
-    keep &= planes[a] == planes[b]
     angle_cos, concave = _crease(axis, normals, normal_ok, points, params.crease_step)
+    keep &= planes[a] == planes[b]
     off_plane = (planes[a] < 0) & (planes[b] < 0)
     keep &= ~(off_plane & concave & (angle_cos < math.cos(math.radians(params.concave_degrees))))
     color_step = np.linalg.norm(lab[a] - lab[b], axis=2)
