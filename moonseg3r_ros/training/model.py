@@ -165,7 +165,9 @@ def plan_clip(clip: list[FrameRecord], config: PipelineConfig, assign_fraction: 
             claimed = memory.ids_at(record.points_world[record.valid]).astype(np.int64)
             owner = labels[record.valid].astype(np.int64)
             hit = (owner > 0) & np.isin(claimed, visible)
-            pairs, counts = np.unique(np.stack([owner[hit] - 1, claimed[hit]]), axis=1, return_counts=True)
+            span = int(claimed.max(initial=0)) + 1
+            keys, counts = np.unique((owner[hit] - 1) * span + claimed[hit], return_counts=True)
+            pairs = np.stack([keys // span, keys % span])  # (mask, id) pairs in ascending order, as unique(axis=1)
             totals = np.bincount(owner[owner > 0] - 1, minlength=n)
             claimed_total = np.bincount(pairs[0], counts, minlength=n)
             for m in range(n):
