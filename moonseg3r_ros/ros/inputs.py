@@ -38,6 +38,7 @@ class FrameInput:
     intrinsics: Optional[np.ndarray] = None
     pose_c2w: Optional[np.ndarray] = None
     instance_ids: Optional[np.ndarray] = None
+    frame_id: str = ""  # the image header's frame (the camera frame unless frames.camera names one)
 
 
 def input_qos(reliability: str, depth: int = 5) -> QoSProfile:
@@ -96,7 +97,7 @@ class InputsMixin:
                                                  self._on_compressed_image, qos, callback_group=group))
         else:
             subs.append(self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group))
-        needs = side_inputs(self.pipeline_config)
+        needs = self._side_inputs()
         if self._pairing is not None:
             self._pairing.capacity = cfg.sync.buffer_size
         if self._queue is not None:  # queue settings may have changed while inactive
@@ -114,12 +115,14 @@ class InputsMixin:
         return subs
 
     def _on_image(self, msg: Image) -> None:
-        self._accept_image(msg.header.stamp, lambda: conv.image_msg_to_rgb(msg))
+        self._accept_image(msg.header.stamp, lambda: conv.image_msg_to_rgb(msg), msg.header.frame_id)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        self._accept_image(msg.header.stamp, lambda: conv.compressed_msg_to_rgb(msg))
+        self._accept_image(msg.header.stamp,
+                           lambda: conv.compressed_msg_to_rgb(msg, self.pipeline_config.max_image_pixels),
+                           msg.header.frame_id)
 
-    def _accept_image(self, stamp: Time, convert: Callable[[], np.ndarray]) -> None:
+    def _accept_image(self, stamp: Time, convert: Callable[[], np.ndarray], frame_id: str = "") -> None:
         received = time.monotonic()
         self._count("images_received", 1)
         if not self._active:
@@ -129,7 +132,8 @@ class InputsMixin:
         except conv.ConversionError as err:
             self._bad_input("image", err)
             return
-        frame = FrameInput(stamp=stamp, stamp_ns=conv.stamp_to_ns(stamp), rgb=rgb, received=received)
+        frame = FrameInput(stamp=stamp, stamp_ns=conv.stamp_to_ns(stamp), rgb=rgb, received=received,
+                           frame_id=frame_id)
         if not self._stamp_follows(frame.stamp_ns):
             return
         if self._pairing is None:

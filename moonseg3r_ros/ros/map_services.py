@@ -89,6 +89,8 @@ class MapServicesMixin:
     def _after_map_change(self) -> None:
         """Send the new map state at once (InstanceMap, markers, cloud), stamped now."""
         stamp = self.get_clock().now().to_msg()
+        if self._nav is not None:
+            self._nav.reset()  # a monocular alignment starts over with the new world
         with self._lock:
             if self._pipeline is None:
                 return

@@ -120,9 +120,9 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._create_publishers()
+            self._nav_activate()  # drops the TF publishers a robot's frames make unused
             if self.config.frames.camera:  # else published with the first image's header frame
                 self._publish_static_tf()
-            self._nav_activate()
             self._subs = self._create_subscriptions()
         except Exception as err:  # e.g. an invalid topic name
             self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moonseg3r_ros.core.config import param
+from moonseg3r_ros.ros.nav_config import NavConfig
 
 IDENTITY_TRANSFORM = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -35,7 +36,8 @@ class TopicsConfig:
 @dataclass
 class FramesConfig:
     map: str = param("map", "Fixed frame of the map, the cloud and the markers (REP 105).")
-    camera: str = param("camera_optical", "Camera optical frame (REP 103: x right, y down, z forward).")
+    camera: str = param("", "Camera optical frame (REP 103: x right, y down, z forward); empty = the input image's "
+                            "header.frame_id (camera_optical_frame when that is empty too).")
     base: str = param("", "Robot base frame; when set, TF is published as map[->odom]->base->camera using "
                           "camera_to_base instead of map->camera.")
     odom: str = param("", "Odometry frame; when set together with 'frames.base', map->odom is identity and "
@@ -85,3 +87,4 @@ class NodeConfig:
     frames: FramesConfig = field(default_factory=FramesConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    nav: NavConfig = field(default_factory=NavConfig)

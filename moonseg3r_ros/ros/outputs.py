@@ -62,6 +62,8 @@ class OutputsMixin:
 
     # ------------------------------------------------------------------------------------------ worker
     def _process_frame(self, frame: FrameInput) -> None:
+        if not self._nav_prepare(frame):  # a robot pose from TF that did not arrive (counted)
+            return
         with self._lock:
             pipeline = self._pipeline
             if pipeline is None:
@@ -77,8 +79,9 @@ class OutputsMixin:
             keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if result.is_keyframe else None
         self._count("frames_processed", 1)
         if result.pose_c2w is not None:
-            self._publish("tf", tf_chain.tf_message(tf_chain.pose_transforms(
-                result.pose_c2w, self.config.frames, self.config.camera_to_base, frame.stamp)))
+            transforms = self._frame_transforms(frame, result.pose_c2w)
+            if transforms:
+                self._publish("tf", tf_chain.tf_message(transforms))
         if keyframe_msgs is not None:
             self._count("keyframes", 1)
             instance_map_msg, markers, colors = keyframe_msgs
@@ -90,6 +93,7 @@ class OutputsMixin:
             self._last_map_stamp = frame.stamp
             if self.config.cloud.rate <= 0:
                 self.publish_cloud()
+            self._nav_keyframe(frame, result)
         done = time.monotonic()
         self._recent.append((done, done - frame.received, time.time() - frame.stamp_ns / 1e9))
 
@@ -120,7 +124,7 @@ class OutputsMixin:
         if pub.get_subscription_count() == 0:
             return
         overlay = mask_overlay(frame.rgb, result.instance_ids_2d, colors)
-        self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self.config.frames.camera))
+        self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self._camera_frame(frame)))
         self._count("debug_images_published")
 
     def _publish_static_tf(self) -> None:
