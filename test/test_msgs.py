@@ -161,7 +161,8 @@ def _spin_until(executor, done, peer_proc) -> None:
 
 @pytest.mark.parametrize(
     "topic,msg_type,expected",
-    [("instance", Instance, sample_instance(7)), ("instance_map", InstanceMap, sample_map()), ("tf", TFMessage, sample_tf())],
+    [("instance", Instance, sample_instance(7)), ("instance_map", InstanceMap, sample_map()),
+     ("tf", TFMessage, sample_tf())],
     ids=["Instance", "InstanceMap", "TFMessage"],
 )
 def test_message_crosses_processes(peer, local_node, topic, msg_type, expected):

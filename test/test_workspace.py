@@ -23,7 +23,8 @@ def test_patch_rewrites_wheel_include_dirs_idempotently():
             '/opt/python/cp311-cp311/include/python3.11;'
             '/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include"')
     once = patch_ros_wheels.patch_text(text, "/real/include/python3.11", "/venv/numpy/_core/include")
-    assert once == 'INTERFACE_INCLUDE_DIRECTORIES "${_IMPORT_PREFIX}/include;/real/include/python3.11;/venv/numpy/_core/include"'
+    assert once == ('INTERFACE_INCLUDE_DIRECTORIES "${_IMPORT_PREFIX}/include;/real/include/python3.11;'
+                    '/venv/numpy/_core/include"')
     assert patch_ros_wheels.patch_text(once, "/real/include/python3.11", "/venv/numpy/_core/include") == once
 
 

@@ -68,7 +68,7 @@ def failure_line(log_text: str) -> str:
 
 class NodeProcess:
     """`moonseg3r_node --ros-args -r __node:=NAME [-r __ns:=/NS] [--params-file USER] --params-file FILE
-    [-p NAME:=TEXT ...] [-r from:=to ...]`, its output in LOG_DIR/NAME.log.
+    [-p NAME:=TEXT ...] [-r from:=to ...]`, its output in LOG_DIR/NAME.log (or LOG_DIR/`log_name`).
 
     `params` are typed values written to LOG_DIR/NAME.params.yaml (after the user's `params_file`, so
     they win over it); `overrides` are NAME -> text as typed on a command line (`-p`, parsed by ROS).
@@ -77,7 +77,8 @@ class NodeProcess:
     def __init__(self, name: str = "moonseg3r", params: Optional[dict[str, Any]] = None,
                  remaps: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
                  extra_env: Optional[dict[str, str]] = None, namespace: str = "",
-                 params_file: Optional[str] = None, overrides: Optional[dict[str, str]] = None):
+                 params_file: Optional[str] = None, overrides: Optional[dict[str, str]] = None,
+                 log_name: str = ""):
         self.name = name
         self.namespace = namespace.strip("/")
         self.params = dict(params or {})
@@ -87,7 +88,7 @@ class NodeProcess:
         self.log_dir = Path(log_dir or ".").resolve()
         self.extra_env = extra_env or {}
         self.proc: Optional[subprocess.Popen] = None
-        self.log_path = self.log_dir / f"{name}.log"
+        self.log_path = self.log_dir / (log_name or f"{name}.log")
         self._log = None
 
     @property

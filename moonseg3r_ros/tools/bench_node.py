@@ -71,8 +71,9 @@ def ros_overhead(num_points: int, repeats: int = 5) -> dict[str, float]:
         image_msg = conv.array_to_image_msg(pixels, encoding, stamp)
         image_bytes = serialize_message(image_msg)
         out[f"image_640x480_{encoding}_deserialize_s"], received = _median_time(
-            lambda: deserialize_message(image_bytes, Image), repeats)
-        out[f"image_640x480_{encoding}_to_rgb_s"], _ = _median_time(lambda: conv.image_msg_to_rgb(received), repeats)
+            lambda data=image_bytes: deserialize_message(data, Image), repeats)
+        out[f"image_640x480_{encoding}_to_rgb_s"], _ = _median_time(
+            lambda msg=received: conv.image_msg_to_rgb(msg), repeats)
     return out
 
 

@@ -1,6 +1,7 @@
 """`moonseg3r replay`: feed a bag or a dataset folder through the real moonseg3r node and keep its map.
 
-    moonseg3r replay BAG_OR_SEQUENCE --out OUT [--geometry recorded|cut3r] [--masks weight_free|ground_truth|sam|precomputed]
+    moonseg3r replay BAG_OR_SEQUENCE --out OUT [--geometry recorded|cut3r]
+                     [--masks weight_free|ground_truth|sam|precomputed]
                      [--cut3r-checkpoint P] [--sam-checkpoint P] [--keyframe-interval N] [--params-file YAML]
                      [--rate HZ] [--vertices PLY] [--gt GT.txt] [--scene NAME] [--timeout S]
 
@@ -10,14 +11,14 @@ What happens:
    A missing or corrupt input is a one-line error and exit code 1.
 2. The node runs as a child process (moonseg3r_ros.ros.node_process: the installed `moonseg3r_node`) in a
    namespace of its own, with autostart, `drop_policy:=oldest`, a queue longer than the sequence and
-   reliable input QoS. Its log goes to OUT/moonseg3r.log, its parameters to OUT/moonseg3r.params.yaml and
+   reliable input QoS. Its log goes to OUT/node.log, its parameters to OUT/moonseg3r.params.yaml and
    its command line to OUT/node_command.txt. A configure failure (missing checkpoint, bad parameter) is
    reported back (exit 1).
-3. This process (moonseg3r_ros.ros.node_client, the same driver the tests use) publishes every frame (image; camera_info, depth and pose for recorded geometry; instance
-   ids for ground-truth masks) on the topics the node is told to subscribe to, stamped with the frame's
-   stamp. `--rate 0` (default) sends a frame only while fewer than `--window` frames are unfinished in the
-   node (flow control on the node's /diagnostics counters): the node works as fast as it can and nothing
-   is dropped. `--rate HZ` sends at that rate (the node's queue absorbs bursts).
+3. This process (moonseg3r_ros.ros.node_client, the driver the tests use too) publishes every frame
+   (image; camera_info, depth and pose for recorded geometry; instance ids for ground-truth masks) on the topics the
+   node is told to subscribe to, stamped with the frame's stamp. `--rate 0` (default) sends a frame only while fewer
+   than `--window` frames are unfinished in the node (flow control on the node's /diagnostics counters): the node
+   works as fast as it can and nothing is dropped. `--rate HZ` sends at that rate (the node's queue absorbs bursts).
 4. Every frame is accounted for from the node's diagnostics (received, processed, skipped, dropped);
    the result is written to OUT/replay.json. Drops are reported, never hidden.
 5. The node's `~/save_map` service writes OUT/map.npz (the InstanceMap's own format); this tool exports

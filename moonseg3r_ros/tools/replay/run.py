@@ -142,7 +142,7 @@ class _Replay:
                     client.spin_for(max(0.0, next_time - time.monotonic()))
                     next_time += period
                 else:
-                    self.wait_progress(lambda: sent - client.finished() < opts.window,
+                    self.wait_progress(lambda sent=sent: sent - client.finished() < opts.window,
                                        f"the node made no progress for {opts.timeout:.0f} s")
                 try:
                     client.publish_frame(frame)
@@ -179,7 +179,7 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
     namespace = f"replay_{os.getpid()}_{random.SystemRandom().randint(0, 99999)}"
     queue_size = (source.total or 10_000) + 16
     node = NodeProcess(NODE_NAME, node_parameters(opts, queue_size), log_dir=out, namespace=namespace,
-                       params_file=opts.params_file, overrides=opts.extra_params)
+                       params_file=opts.params_file, overrides=opts.extra_params, log_name="node.log")
     (out / "node_command.txt").write_text(" ".join(node.command()) + "\n")
     node.start()
     context = rclpy.Context()
