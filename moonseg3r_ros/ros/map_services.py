@@ -6,11 +6,15 @@ MoonSeg3RNode (node.py).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable
 
 from std_srvs.srv import Trigger
+
+from moonseg3r_ros.ros.map_config_sync import follow_loaded_map
 
 
 def save_map_type():
@@ -37,10 +41,14 @@ class MapServicesMixin:
         ]
 
     def save_map(self, path: str) -> tuple[bool, str]:
-        """Write the map to `path` (or map_save_path) via a .partial file renamed into place."""
+        """Write the map to `path` (or map_save_path) via a .partial file renamed into place (removed when
+        anything fails: the old file, if any, stays as it was)."""
         target = Path(path or self.config.map_save_path).expanduser()
         if not str(path or self.config.map_save_path):
             return False, "no path given and map_save_path is empty"
+        if target.is_dir():
+            return False, f"saving the map to {target} failed: it is a directory (give a file path)"
+        partial = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
@@ -52,6 +60,9 @@ class MapServicesMixin:
                 counts = f"{len(instance_map.instances())} instances, {len(instance_map)} points"
             os.replace(partial, target)
         except Exception as err:
+            if partial is not None:
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)  # never leave a half-written file behind
             return False, f"saving the map to {target} failed: {type(err).__name__}: {err}"
         return True, f"saved the map to {target} ({counts})"
 
@@ -63,14 +74,18 @@ class MapServicesMixin:
         with self._lock:
             if self._pipeline is None:
                 return False, "the node is not configured"
+            before = dataclasses.replace(self._pipeline.config.map)
             try:
-                loaded = self._pipeline.load_map(source)
+                loaded = self._pipeline.load_map(source)  # validated in full first: on error nothing changed
             except Exception as err:
                 return False, f"loading the map from {source} failed: {err}"
             counts = f"{len(loaded.instances())} instances, {len(loaded)} points"
             self._last_stamp_ns = None
+        adopted = follow_loaded_map(self, before, loaded.config)
         self._after_map_change()
-        return True, f"loaded the map from {source} ({counts})"
+        note = f"; it was saved with other map settings, now in effect and in the parameters: {adopted}" \
+            if adopted else ""
+        return True, f"loaded the map from {source} ({counts}){note}"
 
     def reset_map(self) -> tuple[bool, str]:
         with self._lock:

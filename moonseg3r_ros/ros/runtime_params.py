@@ -29,7 +29,11 @@ def refusal(name: str, value: Any, spec, configured: bool, active: bool) -> Opti
 class RuntimeParamsMixin:
     """The on-set-parameters callback of MoonSeg3RNode."""
 
+    _following_map_config = False  # set by map_config_sync while it mirrors a loaded map's MapConfig
+
     def _on_set_parameters(self, changes) -> SetParametersResult:
+        if self._following_map_config:  # the values describe the map now running: nothing to check or apply
+            return SetParametersResult(successful=True)
         specs = params.all_specs()
         configured = self._pipeline is not None
         updates: dict[str, Any] = {}
