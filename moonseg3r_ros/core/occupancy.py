@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import OccupancyConfig
+from .rotations import matrix_to_quaternion
 
 FREE, OCCUPIED, UNKNOWN = 0, 100, -1
 
@@ -100,12 +101,7 @@ def rotate(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (np.asarray(matrix, np.float64) @ np.asarray(points, np.float64).T).T
 
 
-def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
-    """3x3 rotation -> unit quaternion (x, y, z, w) with w >= 0."""
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(np.asarray(r, np.float64)).as_quat()
-    return -q if q[3] < 0 else q
+rotation_to_quaternion = matrix_to_quaternion  # 3x3 rotation -> unit quaternion (x, y, z, w), w >= 0
 
 
 def check_config(config: OccupancyConfig) -> None:
