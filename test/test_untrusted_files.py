@@ -165,6 +165,20 @@ def test_dino_folder_with_a_pickle_payload_is_refused(tmp_path, marker):
         load_dino(str(folder))
 
 
+def test_dino_folder_with_remote_code_is_refused(tmp_path, marker):
+    """A model folder whose config points AutoModel at Python code in the folder: that code never runs."""
+    pytest.importorskip("transformers")
+    from moonseg3r_ros.core.features import FeatureError, load_dino
+
+    folder = tmp_path / "dino"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"model_type": "evil_vit", "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}}')
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(FeatureError, match="could not be loaded"):
+        load_dino(str(folder))
+
+
 def test_torchscript_archive_is_refused(tmp_path):
     path = tmp_path / "script.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
