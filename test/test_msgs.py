@@ -196,7 +196,7 @@ def map_node(tmp_path_factory):
     rclpy.init(context=context)
     client = NodeClient(context, "map_services_client", f"{NS}/moonseg3r", NS)
     try:
-        client.subscribe_outputs(instance_map="instance_map", only=("instance_map",))
+        client.subscribe_outputs(only=("instance_map",))  # the node's private ~/instance_map
         assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
         client.make_input_publishers(topics=CAMERA_TOPICS)
         assert client.spin_until(client.inputs.subscribed, DEADLINE_S), proc.log()

@@ -159,11 +159,15 @@ class NodeClient:
         return bool(result.success), str(result.message)
 
     # ------------------------------------------------------------------------------------------ outputs
-    def subscribe_outputs(self, cloud: str = "/cloud", instance_map: str = "/instance_map",
-                          markers: str = "/markers", debug_image: Optional[str] = None,
+    def subscribe_outputs(self, cloud: Optional[str] = None, instance_map: Optional[str] = None,
+                          markers: Optional[str] = None, debug_image: Optional[str] = None,
                           only: Optional[tuple[str, ...]] = None, keep: Optional[dict[str, int]] = None) -> None:
         """Collect /tf, /tf_static, the cloud, the instance map, markers, /diagnostics (and the debug image
-        if named); `only` names the ones to collect, `keep` bounds what a collector keeps (key -> count)."""
+        if named); `only` names the ones to collect, `keep` bounds what a collector keeps (key -> count).
+        The outputs default to the target's private names (TARGET/cloud, TARGET/instance_map, ...)."""
+        cloud = cloud or f"{self.target}/cloud"
+        instance_map = instance_map or f"{self.target}/instance_map"
+        markers = markers or f"{self.target}/markers"
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2

@@ -27,10 +27,10 @@ class TopicsConfig:
                               "only with geometry.source 'recorded'.")
     instance_ids: str = param("instance_ids", "Ground-truth instance id image (mono16/16UC1/32SC1) paired by "
                                               "stamp; subscribed only with masks.source 'ground_truth'.")
-    cloud: str = param("cloud", "Output sensor_msgs/PointCloud2 of the map (x y z rgb instance_id).")
-    instance_map: str = param("instance_map", "Output moonseg3r_msgs/InstanceMap, after every keyframe.")
-    markers: str = param("markers", "Output visualization_msgs/MarkerArray: instance boxes and id labels.")
-    debug_image: str = param("debug_image", "Output mask overlay image (published only when subscribed).")
+    cloud: str = param("~/cloud", "Output sensor_msgs/PointCloud2 of the map (x y z rgb instance_id).")
+    instance_map: str = param("~/instance_map", "Output moonseg3r_msgs/InstanceMap, after every keyframe.")
+    markers: str = param("~/markers", "Output visualization_msgs/MarkerArray: instance boxes and id labels.")
+    debug_image: str = param("~/debug_image", "Output mask overlay image (published only when subscribed).")
 
 
 @dataclass

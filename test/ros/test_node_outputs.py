@@ -46,13 +46,13 @@ def running(ros_context, tmp_path_factory, frames):
     proc = NodeProcess("moonseg3r", NODE_PARAMS, CAMERA_REMAPS, log_dir).start()
     client = TestClient(ros_context, "outputs_client")
     try:
-        client.subscribe_outputs(debug_image="/debug_image")
+        client.subscribe_outputs(debug_image="/moonseg3r/debug_image")
         assert client.change_state(CONFIGURE), proc.log()
         assert client.change_state(ACTIVATE), proc.log()
         client.make_input_publishers()
         for key in ("image", "depth", "camera_info", "pose", "instance_ids"):
             assert client.wait_for_subscribers(key), f"node did not subscribe to {key}\n{proc.log()}"
-        assert client.spin_until(lambda: client.node.count_publishers("/debug_image") > 0)
+        assert client.spin_until(lambda: client.node.count_publishers("/moonseg3r/debug_image") > 0)
         for frame in frames:
             client.publish_frame(frame, conv.seconds_to_stamp(frame.stamp + STAMP_OFFSET))
             client.spin_for(0.02)
@@ -95,7 +95,7 @@ def test_instance_map_after_every_keyframe_matches_the_in_process_pipeline(runni
     assert final.header.frame_id == "map"
     assert (final.frame_index, final.keyframe_count) == (NUM_FRAMES - 2, len(keyframe_stamps))
     assert final.point_count == len(pipeline.instance_map)
-    assert final.cloud_topic == "/cloud"
+    assert final.cloud_topic == "/moonseg3r/cloud"
 
 
 def test_instances_sit_on_the_ground_truth_objects(running, scene):

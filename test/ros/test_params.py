@@ -109,11 +109,12 @@ def test_rviz_config_matches_the_node_defaults():
     assert manager["Global Options"]["Fixed Frame"] == config.frames.map
     topics = {d["Class"].split("/")[-1]: d.get("Topic", {}).get("Value") for d in manager["Displays"]
               if d["Class"] != "rviz_default_plugins/Image"}
-    assert topics["PointCloud2"] == "/" + config.topics.cloud
-    assert topics["MarkerArray"] == "/" + config.topics.markers
+    private = "/moonseg3r/"  # the node's private names (~/x) under its default name
+    assert topics["PointCloud2"] == private + config.topics.cloud.removeprefix("~/")
+    assert topics["MarkerArray"] == private + config.topics.markers.removeprefix("~/")
     assert "TF" in topics
     images = [d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
-    assert images == ["/camera/image_raw", "/" + config.topics.debug_image]
+    assert images == ["/camera/image_raw", private + config.topics.debug_image.removeprefix("~/")]
 
 
 def test_docs_parameter_table_is_generated_from_the_configs():

@@ -187,7 +187,7 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
     client = None
     try:
         client = NodeClient(context, f"moonseg3r_replay_{os.getpid()}", node.fqn, namespace)
-        client.subscribe_outputs(instance_map="instance_map", only=("tf", "instance_map", "diagnostics"),
+        client.subscribe_outputs(only=("tf", "instance_map", "diagnostics"),
                                  keep={"instance_map": 1, "diagnostics": 1})
         client.make_input_publishers(recorded=opts.geometry == "recorded", ground_truth=opts.masks == "ground_truth",
                                      topics=TOPICS)
