@@ -17,13 +17,13 @@ Per keyframe, on a working grid of at most `work_long_side` pixels (nearest-neig
    piece whatever their colour (checkered floor, wood grain), the objects on it are separate segments.
 
 No weights; geometry is relative to depth, so monocular (CUT3R) pointmaps of unknown scale work the same.
-Without geometry the frame's colour alone is segmented (scikit-image `felzenszwalb`).
+Without geometry the frame's colour alone is segmented (the 'weight_free' source's colour edges).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -45,7 +45,8 @@ class RgbdSegmentParams:
     color_crease_degrees: float = 6.0
     behind_fraction: float = 0.9  # a segment this much behind a support plane and touching it is part of it
     fragment_pixels: int = 30  # smaller segments (working grid) are absorbed by their nearest neighbour
-    min_contact: int = 4  # depth-continuous boundary pixels that make two segments touch
+    min_contact: int = 4
+    contact_depth: float = 0.15  # relative depth step up to which two segments still touch (for joining)  # depth-continuous boundary pixels that make two segments touch
     seed: int = 0
 
 
@@ -56,6 +57,15 @@ class RgbdSegmentMasks:
         self.min_area, self.max_masks = min_area, max_masks
         self.params = params or RgbdSegmentParams()
 
+    @classmethod
+    def from_config(cls, masks: Any) -> "RgbdSegmentMasks":
+        """From a MaskConfig (its min_mask_area, max_masks and rgbd_* fields)."""
+        params = RgbdSegmentParams(
+            work_long_side=masks.rgbd_work_long_side, depth_threshold=masks.rgbd_depth_threshold,
+            concave_degrees=masks.rgbd_concave_degrees, color_threshold=masks.rgbd_color_threshold,
+            max_planes=masks.rgbd_max_planes, plane_distance=masks.rgbd_plane_distance)
+        return cls(masks.min_mask_area, masks.max_masks, params)
+
     def generate(self, frame: Frame, geometry: Optional[FrameGeometry] = None) -> MaskSet:
         labels = self.labels(frame.image, geometry)
         return masks_from_labels(labels, self.min_area, self.max_masks)
@@ -65,9 +75,10 @@ class RgbdSegmentMasks:
         height, width = image.shape[:2]
         step = max(1, math.ceil(max(height, width) / self.params.work_long_side))
         if geometry is None:
-            return _color_segments(image, step)
+            return _color_segments(image)
         points = np.asarray(geometry.points_cam[::step, ::step], np.float32)
-        valid = np.asarray(geometry.valid[::step, ::step], bool) & np.isfinite(points).all(axis=2) & (points[..., 2] > 0)
+        valid = np.asarray(geometry.valid[::step, ::step], bool) & np.isfinite(points).all(axis=2)
+        valid &= points[..., 2] > 0
         small = _work_image(image, points.shape[:2])
         labels = segment_grid(points, valid, small, self.params)
         labels = resize_nearest(labels, height, width) if step > 1 else labels
@@ -136,11 +147,11 @@ def _contacts(labels: np.ndarray, depth: np.ndarray, valid: np.ndarray, params: 
     """-> Px2 int64 segment pairs (a < b) that share at least `min_contact` depth-continuous boundary edges."""
     pairs = []
     for axis in (1, 0):
-        a, b = _pair(axis, 0)
+        a, b = _pair(axis)
         la, lb, za, zb = labels[a], labels[b], depth[a], depth[b]
         touch = valid[a] & valid[b] & (la != lb) & (la > 0) & (lb > 0)
-        # a looser step than the cut's: a table top's overhang over its legs still touches them
-        touch &= np.abs(za - zb) <= 2 * params.depth_threshold * np.maximum(np.minimum(za, zb), 1e-6)
+        # a looser step than the cut's: a table top's overhang hides the legs' tops, yet they touch it
+        touch &= np.abs(za - zb) <= params.contact_depth * np.maximum(np.minimum(za, zb), 1e-6)
         pairs.append(np.stack([np.minimum(la[touch], lb[touch]), np.maximum(la[touch], lb[touch])], axis=1))
     pairs_all = np.concatenate(pairs).astype(np.int64)
     if len(pairs_all) == 0:
@@ -151,9 +162,9 @@ def _contacts(labels: np.ndarray, depth: np.ndarray, valid: np.ndarray, params: 
 
 def join_support_parts(labels: np.ndarray, planes: np.ndarray, behind: np.ndarray, contacts: np.ndarray,
                        points: np.ndarray, params: RgbdSegmentParams) -> np.ndarray:
-    """Segments lying behind a plane segment, inside its footprint, and touching it (directly or through other
-    such segments) join it: a table top's edge, apron and legs, a box's sides below its top. Objects rest in
-    front of their support and stay apart; the floor lies outside a box top's footprint.
+    """Off-plane segments lying behind a plane segment, inside its footprint, and touching it (directly or
+    through other such segments) join it: a table top's edge, apron and legs, a box's sides below its top.
+    Objects rest in front of their support and stay apart; other planes (the floor) never join.
 
     labels hxw int32, planes hxw int16, behind hxw uint8 (bit per plane), contacts Px2, points hxwx3
     -> hxw int32."""
@@ -183,7 +194,7 @@ def join_support_parts(labels: np.ndarray, planes: np.ndarray, behind: np.ndarra
             for part, other in ((int(b), int(a)), (int(a), int(b))):
                 target = root(other)
                 plane = seg_plane[target]
-                if root(part) != part or target == part or plane < 0 or (seg_plane[part] >= 0 and area[part] >= area[target]):
+                if root(part) != part or target == part or plane < 0 or seg_plane[part] >= 0:
                     continue
                 if behind_frac[plane, part] >= params.behind_fraction and footprint.inside(target, part):
                     parent[part] = target
@@ -243,15 +254,15 @@ def camera_normals(points: np.ndarray, valid: np.ndarray, depth_threshold: float
     ok[1:-1] &= valid[2:] & valid[:-2]
     ok &= np.abs(du[..., 2]) <= 2 * depth_threshold * np.maximum(z, 1e-6)
     ok &= np.abs(dv[..., 2]) <= 2 * depth_threshold * np.maximum(z, 1e-6)
-    n = np.cross(du, dv)
+    n = _cross(du, dv)
     n *= ok[..., None]
-    norm = np.linalg.norm(n, axis=2, keepdims=True)
+    norm = np.sqrt(_dot(n, n))[..., None]
     n = n / np.maximum(norm, 1e-12)
     n = cv2.blur(n, (5, 5))
-    norm = np.linalg.norm(n, axis=2, keepdims=True)
+    norm = np.sqrt(_dot(n, n))[..., None]
     ok &= norm[..., 0] > 0.3
     n = n / np.maximum(norm, 1e-12)
-    flip = (n * p).sum(axis=2) > 0  # facing the camera: n . x < 0
+    flip = _dot(n, p) > 0  # facing the camera: n . x < 0
     n[flip] *= -1
     return n.astype(np.float32), ok
 
@@ -269,7 +280,7 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
     count = int(usable.sum())
     if count < 100 or params.max_planes <= 0:
         return ids, behind
-    stride = max(1, int(math.sqrt(count / 6000)))
+    stride = max(1, int(math.sqrt(count / 4000)))
     sample = points[::stride, ::stride][usable[::stride, ::stride]].astype(np.float64)
     scale = float(np.median(points[..., 2][valid]))
     threshold = params.plane_distance * scale
@@ -284,7 +295,7 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
             break
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(remaining))
         o3d.utility.random.seed(params.seed + k)
-        model, inliers = cloud.segment_plane(threshold, 3, 200)
+        model, inliers = cloud.segment_plane(threshold, 3, 120)
         if len(inliers) < params.plane_min_fraction * len(sample):
             break
         normal = np.asarray(model[:3], np.float64)
@@ -308,33 +319,35 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
 def _edges(axis: int, depth: np.ndarray, valid: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray,
            planes: np.ndarray, lab: np.ndarray, points: np.ndarray, params: RgbdSegmentParams) -> np.ndarray:
     """Kept edges between each pixel and its right (axis 1) or lower (axis 0) neighbour: h x (w-1) / (h-1) x w."""
-    a, b = _pair(axis, 0)
+    a, b = _pair(axis)
     za, zb = depth[a], depth[b]
     keep = valid[a] & valid[b]
     keep &= np.abs(za - zb) <= params.depth_threshold * np.maximum(np.minimum(za, zb), 1e-6)
-    angle_cos, concave = _crease(axis, normals, normal_ok, points, params.crease_step)
+    angle_cos, concave, defined = _crease(axis, normals, normal_ok, points, params.crease_step)
     keep &= planes[a] == planes[b]
     off_plane = (planes[a] < 0) & (planes[b] < 0)
     keep &= ~(off_plane & concave & (angle_cos < math.cos(math.radians(params.concave_degrees))))
-    color_step = np.linalg.norm(lab[a] - lab[b], axis=2)
-    color_cut = off_plane & (color_step > params.color_threshold) & concave
-    color_cut &= angle_cos < math.cos(math.radians(params.color_crease_degrees))
+    before, after = _shifted(lab, axis, params.crease_step)  # past the blur, not the blurred neighbours
+    diff = before - after
+    color_step = np.sqrt(_dot(diff, diff))
+    color_cut = off_plane & (color_step > params.color_threshold)
+    # across a slight concave crease, or where the crease is unknown (silhouettes): a texture on one smooth
+    # surface is never cut
+    color_cut &= (concave & (angle_cos < math.cos(math.radians(params.color_crease_degrees)))) | ~defined
     keep &= ~color_cut
     return keep
 
 
-def _pair(axis: int, reach: int) -> tuple[tuple, tuple]:
-    """Index pairs (pixel - reach, neighbour + reach) of the edges along `axis`, aligned to the edge grid."""
-    if axis == 1:
-        return (np.s_[:, :-1], np.s_[:, 1:]) if reach == 0 else (None, None)
-    return (np.s_[:-1], np.s_[1:]) if reach == 0 else (None, None)
+def _pair(axis: int) -> tuple[Any, Any]:
+    """Slices of the first and second pixel of every edge along `axis` (1: right neighbour, 0: lower)."""
+    return (np.s_[:, :-1], np.s_[:, 1:]) if axis == 1 else (np.s_[:-1], np.s_[1:])
 
 
 def _crease(axis: int, normals: np.ndarray, normal_ok: np.ndarray, points: np.ndarray, step: int
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Per edge: (cosine between the normals `step` pixels before and after it, concave?).
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per edge: (cosine between the normals `step` pixels before and after it, concave?, both defined?).
 
-    Edges whose stencil leaves the grid or meets undefined normals read as flat (cosine 1, not concave)."""
+    Edges whose stencil meets undefined normals read as flat (cosine 1, not concave) and undefined."""
     shift = step - 1
     n_pad = _shifted(normals, axis, shift)
     ok_pad = _shifted(normal_ok, axis, shift)
@@ -343,23 +356,33 @@ def _crease(axis: int, normals: np.ndarray, normal_ok: np.ndarray, points: np.nd
     before_ok, after_ok = ok_pad
     before_p, after_p = p_pad
     both = before_ok & after_ok
-    cos = np.where(both, (before_n * after_n).sum(axis=2), 1.0)
-    concave = both & (((after_n - before_n) * (after_p - before_p)).sum(axis=2) < 0)
-    return cos, concave
+    cos = np.where(both, _dot(before_n, after_n), 1.0)
+    concave = both & (_dot(after_n - before_n, after_p - before_p) < 0)
+    return cos, concave, both
 
 
 def _shifted(array: np.ndarray, axis: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values `shift` pixels before the edge's first pixel and after its second, on the edge grid (edge-padded)."""
+    """Values `shift` pixels before each edge's first pixel and after its second, on the edge grid (edge-padded)."""
     pad = [(0, 0)] * array.ndim
     pad[axis] = (shift, shift)
     padded = np.pad(array, pad, mode="edge") if shift else array
     length = array.shape[axis] - 1
     before = np.take(padded, np.arange(0, length), axis=axis)
     after = np.take(padded, np.arange(2 * shift + 1, 2 * shift + 1 + length), axis=axis)
-    if shift:
-        # the padded copies repeat border values: mark them as such via the caller's ok mask (edge-padded False)
-        pass
     return before, after
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """...x3, ...x3 -> ... dot products (faster than a sum over a last axis of 3)."""
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty_like(a)
+    out[..., 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+    out[..., 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+    out[..., 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    return out
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -379,11 +402,8 @@ def _work_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def _color_segments(image: np.ndarray, step: int) -> np.ndarray:
-    """No geometry: felzenszwalb segments of the colour image (working grid, nearest back to HxW)."""
-    from skimage.segmentation import felzenszwalb
+def _color_segments(image: np.ndarray) -> np.ndarray:
+    """No geometry: the colour-edge components of the older weight-free source (HxW int32)."""
+    from moonseg3r_ros.core.masks import WeightFreeMasks
 
-    height, width = image.shape[:2]
-    small = _work_image(image, (math.ceil(height / step), math.ceil(width / step)))
-    labels = felzenszwalb(small, scale=200, sigma=0.8, min_size=50).astype(np.int32) + 1
-    return resize_nearest(labels, height, width) if step > 1 else labels
+    return WeightFreeMasks().labels(image)
