@@ -41,8 +41,9 @@ class GeometryConfig:
 
 @dataclass
 class MaskConfig:
-    source: str = param("weight_free", "2D mask source: 'sam', 'precomputed', 'ground_truth' or 'weight_free'.",
-                        choices=("sam", "precomputed", "ground_truth", "weight_free"))
+    source: str = param("weight_free", "2D mask source: 'sam', 'precomputed', 'ground_truth', 'rgbd' (weight-free, "
+                                       "planes + depth/crease/colour edges) or 'weight_free' (colour/depth edges).",
+                        choices=("sam", "precomputed", "ground_truth", "rgbd", "weight_free"))
     sam_checkpoint: str = param("", "Path to a segment-anything checkpoint (sam_vit_b_01ec64.pth, ...).")
     sam_model_type: str = param("vit_b", "segment-anything model type.", choices=("vit_b", "vit_l", "vit_h"))
     points_per_side: int = param(16, "SAM automatic mask generator: points per side.", 1, 128)
@@ -56,6 +57,17 @@ class MaskConfig:
     min_valid_points: int = param(20, "Masks with fewer pixels of valid geometry are dropped.", 1, 10_000_000)
     weight_free_depth_threshold: float = param(0.04, "Weight-free masks: relative depth step that separates "
                                                      "neighbouring pixels.", 0.0, 10.0)
+    rgbd_depth_threshold: float = param(0.03, "RGB-D masks: relative depth step that separates neighbouring "
+                                              "pixels.", 0.0, 10.0)
+    rgbd_concave_degrees: float = param(20.0, "RGB-D masks: concave crease angle that separates an object from "
+                                              "its support or a touching object.", 0.0, 180.0)
+    rgbd_color_threshold: float = param(30.0, "RGB-D masks: CIELAB step that separates neighbours across a "
+                                              "slight crease (touching objects of different colour).", 0.0, 500.0)
+    rgbd_max_planes: int = param(4, "RGB-D masks: support planes (RANSAC) looked for per keyframe.", 0, 32)
+    rgbd_plane_distance: float = param(0.012, "RGB-D masks: plane inlier distance relative to the median depth.",
+                                       0.0, 1.0)
+    rgbd_work_long_side: int = param(320, "RGB-D masks: long side, in pixels, of the grid they are computed on.",
+                                     16, 8192)
 
 
 @dataclass

@@ -9,6 +9,7 @@ Sources (`MaskConfig.source`)
       <index>.png / <index:06d>.png   8- or 16-bit id image HxW: every non-zero id is one mask (score 1)
   Masks of another size than the frame are resized (nearest neighbour).
 - 'ground_truth': one mask per non-zero id of `frame.instance_ids` (evaluation).
+- 'rgbd': no weights; support planes, depth jumps, concave creases and colour (core/masks_rgbd.py).
 - 'weight_free': no weights at all. A pixel graph whose 4-neighbour edges are cut where the
   shading-invariant chromaticity changes (colour edges) or, when geometry is given, where depth jumps
   relative to depth, or where geometry is invalid; its connected components are the masks.
@@ -309,6 +310,10 @@ def make_mask_source(config: Any, device: torch.device) -> MaskSource:
         return PrecomputedMasks(masks.precomputed_dir, masks.min_mask_area, masks.max_masks)
     if masks.source == "ground_truth":
         return GroundTruthMasks(masks.min_mask_area, masks.max_masks)
+    if masks.source == "rgbd":
+        from moonseg3r_ros.core.masks_rgbd import RgbdSegmentMasks
+
+        return RgbdSegmentMasks.from_config(masks)
     if masks.source == "weight_free":
         return WeightFreeMasks(masks.min_mask_area, masks.max_masks, masks.weight_free_color_threshold,
                                masks.weight_free_depth_threshold)
