@@ -258,3 +258,60 @@ def test_cli_trains_from_a_yaml_file(tmp_path, scene):
     rows = (tmp_path / "out" / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[:5] == ["total", "seg", "dist", "xseg", "lr"] or "total" in rows[0]
     assert len(rows) == 3
+
+
+def trained_pipeline(weights, scene, **settings):
+    from moonseg3r_ros.core.config import from_flat
+    from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+
+    flat = {**tiny_pipeline(), "refinement.weights": str(weights), "keyframe_interval": 2, **settings}
+    pipeline = MoonSeg3RPipeline(from_flat(flat))
+    seen = []
+    associate = pipeline._associate
+
+    def capture(masks, queries, *args):
+        seen.append(queries.copy())
+        return associate(masks, queries, *args)
+
+    pipeline._associate = capture
+    for frame in list(scene.frames)[:5]:
+        pipeline.step(frame.image, frame.stamp, depth=frame.depth, intrinsics=frame.intrinsics,
+                      pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
+    return pipeline, seen
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, records):
+    out = tmp_path_factory.mktemp("trained")
+    trainer = Trainer(tiny_config(out, steps=2), [fresh(records)], [])
+    trainer.run(resume=False)
+    return trainer, out / "refiner.safetensors"
+
+
+def test_pipeline_trained_mode_runs_eta_psi_phi_with_the_retrieved_context(scene, trained):
+    trainer, weights = trained
+    pipeline, seen = trained_pipeline(weights, scene)
+    assert pipeline.refinement_mode == "trained" and pipeline.pixel_head is not None
+    assert len(seen) == 3  # keyframes 0, 2, 4
+    model, record = trainer.model.eval(), trainer.train_records[0][0]  # frame 0 = the first keyframe
+    with torch.no_grad():
+        f2d, f3d, positions = model.frame_tensors(record)
+        expected = model.decoder(model.lift(record), model.pixel_head(f2d, f3d, positions)).queries
+    np.testing.assert_allclose(seen[0], expected.numpy(), atol=1e-5)
+    _, without_context = trained_pipeline(weights, scene, **{"memory.max_contextual_queries": 0})
+    np.testing.assert_allclose(without_context[0], seen[0], atol=1e-6)  # no memory yet at the first keyframe
+    assert not np.allclose(without_context[1], seen[1], atol=1e-4)  # later: the retrieved context changes q'
+
+
+def test_pipeline_identity_mode_ignores_the_weights_and_other_features_are_refused(scene, trained):
+    from moonseg3r_ros.core.config import from_flat
+    from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+
+    _, weights = trained
+    identity, seen_identity = trained_pipeline(weights, scene, **{"refinement.mode": "identity"})
+    assert identity.refinement_mode == "identity" and identity.pixel_head is None
+    _, seen_trained = trained_pipeline(weights, scene)
+    assert seen_identity[0].shape == seen_trained[0].shape and not np.allclose(seen_identity[0], seen_trained[0])
+    other = from_flat({**tiny_pipeline(), "geometry.recorded_features": False, "refinement.weights": str(weights)})
+    with pytest.raises(RefinerWeightsError, match="f3d: trained 'recorded-normals-logdepth', configured 'none'"):
+        MoonSeg3RPipeline(other)

@@ -87,7 +87,12 @@ class FeatureConfig:
 
 @dataclass
 class RefinementConfig:
-    weights: str = param("", "Trained query-decoder weights; empty = untrained identity refinement.")
+    mode: str = param("trained", "'trained': the refiner (lifter, decoder, pixel head) in refinement.weights, or when "
+                                 "that is empty the shipped weights trained for the configured features (none: "
+                                 "identity); 'identity': q' = q, no trained weights used.",
+                      choices=("trained", "identity"))
+    weights: str = param("", "Refiner weights written by `moonseg3r train` (refiner.safetensors; a decoder-only torch "
+                             "state dict is also read); empty = the shipped weights for these features, if any.")
     num_layers: int = param(3, "Query decoder layers (paper: 3).", 0, 32)
     num_heads: int = param(4, "Attention heads of the query decoder.", 1, 64)
     run_untrained: bool = param(False, "Without weights, run the randomly initialised decoder instead of the "

@@ -8,7 +8,8 @@ Every `keyframe_interval`-th accepted frame (the first one included):
     features    F2d from the semantic backbone
     lifting     (b) masked pooling of F2d, F3d + 3D positional encoding -> q_t, 3D boxes
     memory      (c) P_t rasterises the query index memory -> visible ids -> contextual queries from the bank
-    refinement  (b) query decoder(q_t, F2d, context) -> q'_t  (identity when no weights: documented mode)
+    refinement  (b) query decoder(q_t, psi(F2d, F3d) (trained; F2d otherwise), context) -> q'_t  (identity
+                without weights or with refinement.mode identity: documented mode)
     association (d) state-distribution tokens from A_t, intra-frame merge, Hungarian matching to the bank
     map_update  instance map integrate, memory/bank update, periodic prune (all after every check passed)
 
@@ -47,7 +48,7 @@ from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
 from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, make_mask_source, paint_labels
 from moonseg3r_ros.core.query_bank import QueryBank
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
-from moonseg3r_ros.core.refinement import QueryDecoder
+from moonseg3r_ros.core.refiner_weights import build_refinement, frame_tokens
 from moonseg3r_ros.core.timing import numpy_blas_limiter, stage_timer
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 
@@ -95,10 +96,7 @@ class MoonSeg3RPipeline:
         self.geometry_source = geometry_source or make_geometry_source(self.config, self.device)
         self.mask_source = mask_source or make_mask_source(self.config, self.device)
         self.backbone = backbone or make_backbone(self.config, self.device)
-        ref = self.config.refinement
-        self.decoder = QueryDecoder(self.config.features.dim, self.backbone.out_channels, ref.num_layers,
-                                    ref.num_heads, ref.weights, ref.run_untrained, self.config.seed
-                                    ).to(self.device).eval()
+        self.decoder, self.pixel_head = build_refinement(self.config, self.backbone.out_channels, self.device)
         self.lifter: Optional[QueryLifter] = None  # built at the first keyframe, once F3d's width is known
         self.instance_map = InstanceMap(self.config.map)
         self.memory = QueryIndexMemory(self.config.memory.voxel_size, self.config.memory.occlusion_tolerance)
@@ -284,7 +282,8 @@ class MoonSeg3RPipeline:
             context, visible_boxes = self._contextual_queries(geometry)
         with stage_timer(timings, "refinement"):
             with torch.inference_mode():
-                refined = self.decoder(lifted.queries, features_2d, context)
+                tokens = frame_tokens(self.pixel_head, features_2d, features_3d, geometry)
+                refined = self.decoder(lifted.queries, tokens, context)
             queries = refined.queries.float().cpu().numpy()
         with stage_timer(timings, "association"):
             return self._associate(masks, queries, lifted.boxes, geometry, visible_boxes)

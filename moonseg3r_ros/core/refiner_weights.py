@@ -215,3 +215,17 @@ def build_refinement(config: Any, semantic_dim: int, device: torch.device) -> tu
         return decoder, head
     decoder = QueryDecoder(dim, semantic_dim, ref.num_layers, ref.num_heads, path, ref.run_untrained, config.seed)
     return decoder.to(device).eval(), None
+
+
+def frame_tokens(pixel_head: Any, features_2d: torch.Tensor, features_3d: Optional[torch.Tensor],
+                 geometry: Any) -> torch.Tensor:
+    """The decoder's frame tokens: F2d (C2 x h x w) without a pixel head, else psi(F2d, F3d, patch world points of
+    `geometry` (a FrameGeometry)) D x h x w."""
+    if pixel_head is None:
+        return features_2d
+    from moonseg3r_ros.core.pixel_head import patch_positions
+
+    positions = None
+    if pixel_head.pos_frequencies:
+        positions = patch_positions(geometry.points_world, geometry.valid, features_2d.shape[1], features_2d.shape[2])
+    return pixel_head(features_2d, features_3d, positions)
