@@ -1,5 +1,7 @@
 """`moonseg3r demo` end to end on a small setting: synthetic scene -> bag -> real node -> AP -> PNG.
 
+The module fixture runs the simple generator (`--kind primitives`); the last test runs the default realistic
+kind (tabletop) on a tiny scene for its path (JPEG folder -> bag), not for its AP.
 Floor (measured on the development machine, seed 0, 30 frames 320x240, keyframe interval 5, recorded
 geometry, ground-truth masks): AP50 1.000. With ground-truth masks and recorded geometry every object must
 be found: AP50 >= 0.9. (The default demo, 100 frames with weight-free masks, measured AP 0.829, AP50 1.000;
@@ -22,8 +24,8 @@ def demo(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-m", "moonseg3r_ros.cli", "demo", "--out", str(out), "--frames", "30",
-                           "--kind", "primitives", "--masks", "ground_truth", "--quiet"], capture_output=True, text=True, env=env,
-                          timeout=900)
+                           "--kind", "primitives", "--masks", "ground_truth", "--quiet"], capture_output=True,
+                          text=True, env=env, timeout=900)
     return out, proc
 
 
@@ -61,3 +63,21 @@ def test_demo_prints_table_and_stand_ins(demo):
     assert "--cut3r-checkpoint" in proc.stdout
     assert "ground-truth instance masks stood in for SAM" in proc.stdout and "--sam-checkpoint" in proc.stdout
     assert "ROS_DOMAIN_ID=" in proc.stdout
+
+
+def test_demo_tabletop_goes_through_a_jpeg_folder(tmp_path):
+    """The default (realistic) kind: scene -> ScanNet folder with JPEG colour -> bag -> node -> AP."""
+    out = tmp_path / "tabletop"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "moonseg3r_ros.cli", "demo", "--out", str(out), "--frames", "10",
+                           "--width", "160", "--height", "120", "--masks", "ground_truth", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "tabletop" and metrics["color_format"] == "jpg"
+    assert list(metrics["scenes"]) == ["tabletop_0000"] and metrics["gt_instances"] >= 8
+    assert (out / "scene" / "color" / "0.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert metrics["replay"]["drops"] == 0 and metrics["replay"]["frames_processed"] == 10
+    assert "reprojection disagreement median" in proc.stdout
+    assert metrics["ap25"] >= metrics["ap50"] >= metrics["ap"] > 0.0
