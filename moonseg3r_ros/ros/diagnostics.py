@@ -16,13 +16,17 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 DIAGNOSTIC_NAME = "moonseg3r: pipeline"
 STATS_WINDOW_S = 5.0
+MISSING_LOG_PERIOD_S = 10.0
 
 
 def diagnostic_status(values: dict[str, Any], hardware_id: str) -> DiagnosticStatus:
-    """ERROR with processing errors, WARN while dropping frames, else OK; every value as a KeyValue."""
+    """ERROR with processing errors, WARN while an input is missing (named) or frames are dropped, else OK;
+    every value as a KeyValue."""
     status = DiagnosticStatus(name=DIAGNOSTIC_NAME, hardware_id=hardware_id)
     if values.get("processing_errors"):
         status.level, status.message = DiagnosticStatus.ERROR, f"{values['processing_errors']} processing errors"
+    elif values.get("missing_inputs"):
+        status.level, status.message = DiagnosticStatus.WARN, f"waiting for inputs: {values['missing_inputs']}"
     elif values.get("bad_input") or values.get("queue_drops") or values.get("pairing_drops"):
         status.level, status.message = DiagnosticStatus.WARN, "dropping frames (see values)"
     else:
@@ -45,6 +49,14 @@ def window_rates(recent: list[tuple[float, float, float]], now: float) -> dict[s
         "latency_mean_ms": round(1000 * float(np.mean(latencies)), 2) if latencies else 0.0,
         "latency_max_ms": round(1000 * float(np.max(latencies)), 2) if latencies else 0.0,
     }
+
+
+def missing_inputs(topics: dict[str, str], seen: dict[str, float]) -> list[str]:
+    """The needed streams (`topics`: stream -> topic) with no message since activation, or (side inputs)
+    none within STATS_WINDOW_S before the last image: "stream 'topic'" each. `seen`: stream -> last time."""
+    image = seen.get("image")
+    return [f"{stream} '{topic}'" for stream, topic in topics.items()
+            if stream not in seen or (image is not None and image - seen[stream] > STATS_WINDOW_S)]
 
 
 def memory_values() -> dict[str, float]:
@@ -104,8 +116,11 @@ class DiagnosticsMixin:
             instances = self._instance_count if pipeline is not None else 0  # as of the latest keyframe
             points = len(pipeline.instance_map) if pipeline is not None else 0
             pipeline_stats = dict(pipeline.stats) if pipeline is not None else {}
+        missing = missing_inputs(self._input_topics, dict(self._input_seen)) \
+            if self._active else []
         values: dict[str, Any] = {
             "state": self.lifecycle_state(),
+            "missing_inputs": ", ".join(missing),
             **rates,
             "queue_length": len(self._queue) if self._queue is not None else 0,
             "queue_drops": self.counters["queue_drops"],
@@ -119,11 +134,26 @@ class DiagnosticsMixin:
         with self._counter_lock:
             counters = dict(self.counters)
         values.update(sorted(counters.items()))
+        values["images_pending"] = counters.get("images_received", 0) - counters.get("frames_processed", 0) \
+            - counters.get("images_dropped", 0)  # queued, in the worker, or waiting for side inputs
         values.update({f"pipeline.{k}": v for k, v in sorted(pipeline_stats.items())
                        if isinstance(v, (int, float))})
         return values
 
     def publish_diagnostics(self) -> None:
-        array = DiagnosticArray(status=[diagnostic_status(self.diagnostics_values(), self.get_fully_qualified_name())])
+        values = self.diagnostics_values()
+        if values["missing_inputs"]:
+            self._log_missing(values)
+        array = DiagnosticArray(status=[diagnostic_status(values, self.get_fully_qualified_name())])
         array.header.stamp = self.get_clock().now().to_msg()
         self._publish("diagnostics", array)
+
+    def _log_missing(self, values: dict[str, Any]) -> None:
+        received = values.get("images_received", 0)
+        needs = ", ".join(self._input_topics)
+        self.get_logger().warning(
+            f"waiting for inputs: {values['missing_inputs']} ({received} images received, "
+            f"{values.get('frames_processed', 0)} processed); with geometry.source "
+            f"'{self.pipeline_config.geometry.source}' and masks.source '{self.pipeline_config.masks.source}' "
+            f"each image needs {needs} with its stamp: remap those topics or change the sources",
+            throttle_duration_sec=MISSING_LOG_PERIOD_S)

@@ -39,6 +39,7 @@ class FrameInput:
     pose_c2w: Optional[np.ndarray] = None
     instance_ids: Optional[np.ndarray] = None
     frame_id: str = ""  # the image header's frame (the camera frame unless frames.camera names one)
+    accounted: bool = False  # set once the image ended in frames_processed or an images_dropped.* counter
 
 
 def input_qos(reliability: str, depth: int = 5) -> QoSProfile:
@@ -79,8 +80,41 @@ class IntrinsicsCache:
             return self._by_stamp.get(stamp_ns, self._latest)
 
 
+def needed_streams(config: PipelineConfig) -> list[str]:
+    """Every input stream the configuration waits for: the image, its side inputs, camera_info with depth."""
+    needs = ["image"] + side_inputs(config)
+    if "depth" in needs:
+        needs.insert(needs.index("depth") + 1, "camera_info")
+    return needs
+
+
 class InputsMixin:
-    """Subscriptions and input callbacks of MoonSeg3RNode."""
+    """Subscriptions and input callbacks of MoonSeg3RNode.
+
+    Every received image ends in exactly one counter: `frames_processed` or one `images_dropped.<reason>`
+    (`_drop_image`); images still queued or waiting for their side inputs are `images_pending`.
+    """
+
+    def _drop_image(self, reason: str, frame: Optional[FrameInput] = None) -> None:
+        """Count one received image that will not be processed (once per image)."""
+        if frame is not None:
+            if frame.accounted:
+                return
+            frame.accounted = True
+        self._count("images_dropped", 1)
+        self._count(f"images_dropped.{reason}", 1)
+
+    def _on_pairing_drop(self, stream: str, value: Any) -> None:
+        """StampPairing's callback: an image dropped unpaired (its side inputs never came, or came too late)."""
+        if stream == "image":
+            self._drop_image("unpaired", value)
+
+    def _seen(self, stream: str) -> None:
+        self._input_seen[stream] = time.monotonic()
+
+    def _log_subscriptions(self, subs: list) -> None:
+        names = ", ".join(f"'{sub.topic_name}' ({sub.msg_type.__name__})" for sub in subs)
+        self.get_logger().info(f"subscribed to {len(subs)} inputs: {names}")
 
     def _create_subscriptions(self) -> list:
         cfg, topics = self.config, self.config.topics
@@ -112,6 +146,10 @@ class InputsMixin:
         if "instance_ids" in needs:
             subs.append(self.create_subscription(Image, topics.instance_ids, self._on_instance_ids, qos,
                                                  callback_group=self._input_groups[4]))
+        self._input_seen.clear()
+        self._input_topics = {stream: sub.topic_name for stream, sub in
+                              zip(needed_streams(self.pipeline_config), subs)}
+        self._log_subscriptions(subs)
         return subs
 
     def _on_image(self, msg: Image) -> None:
@@ -125,16 +163,20 @@ class InputsMixin:
     def _accept_image(self, stamp: Time, convert: Callable[[], np.ndarray], frame_id: str = "") -> None:
         received = time.monotonic()
         self._count("images_received", 1)
+        self._seen("image")
         if not self._active:
+            self._drop_image("inactive")
             return
         try:
             rgb = convert()
         except conv.ConversionError as err:
             self._bad_input("image", err)
+            self._drop_image("bad_image")
             return
         frame = FrameInput(stamp=stamp, stamp_ns=conv.stamp_to_ns(stamp), rgb=rgb, received=received,
                            frame_id=frame_id)
         if not self._stamp_follows(frame.stamp_ns):
+            self._drop_image("stamp_order", frame)
             return
         if self._pairing is None:
             self._submit(frame)
@@ -156,6 +198,7 @@ class InputsMixin:
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._count("received.camera_info")
+        self._seen("camera_info")
         try:
             k = conv.camera_info_to_k(msg)
         except conv.ConversionError as err:
@@ -165,6 +208,7 @@ class InputsMixin:
 
     def _side_input(self, stream: str, stamp: Time, convert: Callable[[], np.ndarray]) -> None:
         self._count(f"received.{stream}", 1)
+        self._seen(stream)
         if not self._active or self._pairing is None:
             return
         try:
@@ -187,6 +231,7 @@ class InputsMixin:
             if frame.intrinsics is None:
                 self._bad_input("camera_info", conv.ConversionError(
                     f"no camera_info received on '{self.resolve_topic_name(self.config.topics.camera_info)}' yet"))
+                self._drop_image("no_camera_info", frame)
                 return
         shapes = {k: v.shape[:2] for k, v in (("depth", frame.depth), ("instance_ids", frame.instance_ids))
                   if v is not None}
@@ -195,6 +240,7 @@ class InputsMixin:
                 self._bad_input(name, conv.ConversionError(
                     f"{name} image is {shape[1]}x{shape[0]} but the camera image is "
                     f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}"))
+                self._drop_image("side_input_size", frame)
                 return
         self._submit(frame)
 
@@ -212,13 +258,17 @@ class InputsMixin:
     def _submit(self, frame: FrameInput) -> None:
         with self._submit_lock:
             if not self._stamp_follows(frame.stamp_ns):
+                self._drop_image("stamp_order", frame)
                 return
             self._last_stamp_ns = frame.stamp_ns
             queue = self._queue
             if queue is None:
+                self._drop_image("inactive", frame)
                 return
-            if queue.put(frame) is not None:
+            dropped = queue.put(frame)
+            if dropped is not None:
                 self._count("queue_drops", 1)
+                self._drop_image("queue", dropped)
 
     def _bad_input(self, stream: str, err: Exception) -> None:
         self._count("bad_input", 1)

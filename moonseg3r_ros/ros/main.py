@@ -18,7 +18,8 @@ EXECUTOR_THREADS = 8  # 5 input streams, outputs, services
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the node until SIGINT/SIGTERM; the map is saved on the way out when map_save_path is set."""
+    """Run the node until SIGINT/SIGTERM or its `finalized` state; the map is saved on the way out when
+    map_save_path is set."""
     from rclpy.signals import SignalHandlerOptions
 
     from moonseg3r_ros.ros.node import MoonSeg3RNode
@@ -36,7 +37,9 @@ def main(args: Optional[list[str]] = None) -> int:
             node.trigger_activate()
     try:
         while not stop.wait(0.2):
-            pass
+            if node._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_FINALIZED:
+                node.get_logger().info("finalized: exiting")
+                break  # a shutdown transition ends the process, as for a launched lifecycle node
     finally:
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)

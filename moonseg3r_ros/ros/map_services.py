@@ -95,7 +95,7 @@ class MapServicesMixin:
             self._last_stamp_ns = None
             self._last_frame_index = -1
         if self._queue is not None:
-            self._count("discarded_on_reset", self._queue.clear())
+            self._count("discarded_on_reset", self._queue.clear_each(lambda f: self._drop_image("reset", f)))
         if self._pairing is not None:
             self._pairing.clear()
         self._after_map_change()
@@ -111,11 +111,11 @@ class MapServicesMixin:
                 return
             msg, markers, _ = self._map_messages(self._pipeline, stamp, max(self._last_frame_index, 0),
                                                  int(self._pipeline.stats.get("keyframes", 0)))
+            self._last_map_stamp = stamp  # under the lock with the map state it names (see publish_cloud)
+            self._cloud_dirty = stamp
         self._publish("instance_map", msg)
         if markers is not None:
             self._publish("markers", markers)
-        self._last_map_stamp = stamp
-        self._cloud_dirty = stamp
         self.publish_cloud()
 
     def _on_save_map(self, request, response):

@@ -72,6 +72,8 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         self._input_groups: list = []
         self._submit_lock = threading.Lock()  # input streams call _submit from several executor threads
         self._intrinsics = IntrinsicsCache()
+        self._input_seen: dict[str, float] = {}  # stream -> time.monotonic() of its last message
+        self._input_topics: dict[str, str] = {}  # stream -> resolved topic of its subscription
         self._output_group = MutuallyExclusiveCallbackGroup()
         self._last_stamp_ns: Optional[int] = None
         self._cloud_dirty: Optional[Time] = None  # stamp of the newest map state not yet sent as a cloud
@@ -110,7 +112,8 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         self._worker.pause()
         self._worker.start()
         needs = self._side_inputs()
-        self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size) if needs else None
+        self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size,
+                                     self._on_pairing_drop) if needs else None
         self._map_services = self._create_map_services()
         log.info(f"configured: geometry '{self.pipeline_config.geometry.source}', masks "
                  f"'{self.pipeline_config.masks.source}', queue {self.config.queue_size} "
@@ -131,6 +134,7 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         self._start_timers()
         self._active = True
         self._worker.resume()
+        self._republish_latched()
         suffix = "/compressed" if self.config.image_transport == "compressed" else ""
         self.get_logger().info(f"active: listening on '{self.resolve_topic_name(self.config.topics.image)}{suffix}'")
         return TransitionCallbackReturn.SUCCESS
@@ -168,7 +172,8 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         if self._worker is not None:
             self._worker.pause()
         if self._queue is not None:
-            self._count("discarded_on_deactivate", self._queue.clear())
+            self._count("discarded_on_deactivate",
+                        self._queue.clear_each(lambda f: self._drop_image("deactivate", f)))
         if self._pairing is not None:
             self._pairing.clear()
         self._nav_deactivate()

@@ -63,20 +63,29 @@ class OutputsMixin:
     # ------------------------------------------------------------------------------------------ worker
     def _process_frame(self, frame: FrameInput) -> None:
         if not self._nav_prepare(frame):  # a robot pose from TF that did not arrive (counted)
+            self._drop_image("no_robot_pose", frame)
             return
         with self._lock:
             pipeline = self._pipeline
             if pipeline is None:
+                self._drop_image("inactive", frame)
                 return
             result = pipeline.step(frame.rgb, frame.stamp_ns / 1e9, depth=frame.depth, intrinsics=frame.intrinsics,
                                    pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
             if result.skipped:
                 self._count("skipped", 1)
+                self._drop_image("skipped", frame)
                 self.get_logger().warning(f"frame {frame.stamp_ns / 1e9:.6f} s skipped: {result.skipped_reason}",
                                           throttle_duration_sec=2.0)
                 return
             self._last_frame_index = int(result.frame_index)
             keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if result.is_keyframe else None
+            if keyframe_msgs is not None:
+                # Set with the map state it names, under the same lock: a cloud never pairs this content
+                # with an older stamp.
+                self._cloud_dirty = frame.stamp
+                self._last_map_stamp = frame.stamp
+        frame.accounted = True
         self._count("frames_processed", 1)
         if result.pose_c2w is not None:
             transforms = self._frame_transforms(frame, result.pose_c2w)
@@ -89,8 +98,6 @@ class OutputsMixin:
             if self.config.publish_markers:
                 self._publish("markers", markers)
             self._publish_debug_image(frame, result, colors)
-            self._cloud_dirty = frame.stamp
-            self._last_map_stamp = frame.stamp
             if self.config.cloud.rate <= 0:
                 self.publish_cloud()
             self._nav_keyframe(frame, result)
@@ -99,6 +106,7 @@ class OutputsMixin:
 
     def _on_worker_error(self, frame: FrameInput, err: BaseException) -> None:
         self._count("processing_errors", 1)
+        self._drop_image("processing_error", frame)
         self.get_logger().error(f"processing the frame at {frame.stamp_ns / 1e9:.6f} s failed: "
                                 f"{type(err).__name__}: {err}", throttle_duration_sec=2.0)
 
@@ -147,9 +155,18 @@ class OutputsMixin:
 
     def cloud_snapshot(self, color_by: Optional[str] = None, voxel: Optional[float] = None):
         """(xyz Nx3 float32, rgb Nx3 uint8, ids N) of the map as published (colours and downsampling applied)."""
+        snapshot = self._map_snapshot(color_by, voxel, consume=False)
+        return None if snapshot is None else snapshot[1:]
+
+    def _map_snapshot(self, color_by: Optional[str] = None, voxel: Optional[float] = None, consume: bool = True):
+        """(stamp of the map state, xyz, rgb, ids): stamp and points read under one lock, so they agree;
+        `consume` marks that state as sent."""
         with self._lock:
             if self._pipeline is None:
                 return None
+            stamp = self._cloud_dirty or self._last_map_stamp
+            if consume:
+                self._cloud_dirty = None
             instance_map = self._pipeline.instance_map
             xyz, rgb, ids = (np.array(a, copy=True) for a in instance_map.points())
             colors = {int(r.id): r.color for r in instance_map.instances()} \
@@ -158,14 +175,30 @@ class OutputsMixin:
                                                    self.config.cloud.voxel_size if voxel is None else voxel)
         if colors is not None:
             rgb = map_cloud.instance_colors(ids, colors)
-        return xyz.astype(np.float32, copy=False), rgb.astype(np.uint8, copy=False), ids
+        return stamp, xyz.astype(np.float32, copy=False), rgb.astype(np.uint8, copy=False), ids
 
     def publish_cloud(self) -> None:
-        stamp = self._cloud_dirty or self._last_map_stamp or self.get_clock().now().to_msg()
-        self._cloud_dirty = None
-        snapshot = self.cloud_snapshot()
+        snapshot = self._map_snapshot()
         if snapshot is None:
             return
-        xyz, rgb, ids = snapshot
+        stamp, xyz, rgb, ids = snapshot
+        stamp = stamp or self.get_clock().now().to_msg()
         self._publish("cloud", conv.make_cloud_msg(xyz, rgb, ids, self.config.frames.map, stamp))
         self._count("clouds_published", 1)
+
+    def _republish_latched(self) -> None:
+        """Send the map again on (re)activation: the latched outputs' history went with their publishers,
+        and a subscriber arriving now must not wait for the next keyframe."""
+        with self._lock:
+            pipeline, stamp = self._pipeline, self._last_map_stamp
+            if pipeline is None or (stamp is None and len(pipeline.instance_map) == 0):
+                return
+            stamp = stamp or self.get_clock().now().to_msg()
+            msg, markers, _ = self._map_messages(pipeline, stamp, max(self._last_frame_index, 0),
+                                                 int(pipeline.stats.get("keyframes", 0)))
+            self._last_map_stamp = stamp
+        self._publish("instance_map", msg)
+        if markers is not None:
+            self._publish("markers", markers)
+        self.publish_cloud()
+        self._count("latched_republished", 1)

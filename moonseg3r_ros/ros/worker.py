@@ -78,6 +78,15 @@ class FrameQueue:
             self._items.clear()
             return n
 
+    def clear_each(self, on_item: Callable[[Any], None]) -> int:
+        """clear(), handing every removed item to `on_item` (outside the queue's lock)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+        for item in items:
+            on_item(item)
+        return len(items)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -212,7 +221,8 @@ class StampPairing:
     Thread-safe.
     """
 
-    def __init__(self, streams: list[str], capacity: int = 30):
+    def __init__(self, streams: list[str], capacity: int = 30,
+                 on_drop: Optional[Callable[[str, Any], None]] = None):
         if not streams:
             raise ValueError("StampPairing needs at least one stream")
         if capacity < 1:
@@ -223,20 +233,21 @@ class StampPairing:
         self._pending: "collections.OrderedDict[int, dict[str, Any]]" = collections.OrderedDict()
         self._lock = threading.Lock()
         self._last_completed: Optional[int] = None
+        self._on_drop = on_drop  # (stream, value) of every entry dropped, e.g. to account for each image
 
     def add(self, stream: str, stamp_ns: int, value: Any) -> Optional[dict[str, Any]]:
         if stream not in self.stats.dropped:
             raise KeyError(f"unknown stream '{stream}' (streams: {self.streams})")
         with self._lock:
             if self._last_completed is not None and stamp_ns <= self._last_completed:
-                self.stats.dropped[stream] += 1
+                self._count({stream: value})
                 return None
             entry = self._pending.get(stamp_ns)
             if entry is None:
                 entry = self._pending[stamp_ns] = {}
                 self._sort_if_needed(stamp_ns)
             if stream in entry:  # a duplicate stamp on one stream: keep the newer message
-                self.stats.dropped[stream] += 1
+                self._count({stream: entry[stream]})
             entry[stream] = value
             if len(entry) == len(self.streams):
                 del self._pending[stamp_ns]
@@ -271,5 +282,7 @@ class StampPairing:
             self._count(self._pending.pop(key))
 
     def _count(self, entry: dict[str, Any]) -> None:
-        for stream in entry:
+        for stream, value in entry.items():
             self.stats.dropped[stream] += 1
+            if self._on_drop is not None:
+                self._on_drop(stream, value)

@@ -1,0 +1,117 @@
+"""What the node tells about its inputs and what happens to every image (issue 13), against the node process:
+
+- the README's RGB-D command with only `image` remapped: diagnostics WARN naming depth, pose and camera_info,
+  a log line saying so, and activate logs every subscribed topic;
+- a depth / instance_ids image of another size than its camera image: the camera image ends in exactly one
+  counter, and received == processed + dropped holds;
+- deactivate/activate: a subscriber arriving after re-activation gets the map at once (latched outputs sent
+  again);
+- the shutdown transition ends the process.
+"""
+import dataclasses
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import Image
+
+from moonseg3r_ros.ros import conversions as conv
+from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
+                                       SHUTDOWN_FROM_ACTIVE, TestClient)
+
+
+def node_status(client) -> DiagnosticStatus | None:
+    msg = client["diagnostics"].last()
+    for status in (msg.status if msg is not None else []):
+        if status.hardware_id == client.target:
+            return status
+    return None
+
+
+def identity_holds(client) -> bool:
+    """received == processed + dropped and nothing pending, on the latest diagnostics."""
+    d = client.diagnostics()
+    if not d:
+        return False
+    received, processed = client.counter("images_received"), client.counter("frames_processed")
+    return d.get("images_pending") == "0" and received == processed + client.counter("images_dropped")
+
+
+def test_missing_side_inputs_are_named_in_diagnostics_and_log(node_process, client, small_frames):
+    proc = node_process("moonseg3r", {"diagnostics_rate": 5.0, "input_reliability": "reliable"},
+                        {"image": "/camera/image_raw"})  # default RGB-D mode, only the image remapped
+    client.subscribe_outputs(only=("diagnostics",))
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    log = proc.log()
+    assert "subscribed to 4 inputs: '/camera/image_raw' (Image), '/depth' (Image), '/camera_info' (CameraInfo), " \
+           "'/pose' (PoseStamped)" in log, log
+    client.publisher("image", Image, "/camera/image_raw")
+    assert client.wait_for_subscribers("image")
+    for i, frame in enumerate(small_frames):
+        client.inputs["image"].publish(conv.array_to_image_msg(frame.image, "rgb8", conv.seconds_to_stamp(1 + i), "c"))
+    assert client.spin_until(lambda: client.counter("images_received") == len(small_frames), 60), proc.log()
+    count = client.diagnostics_count
+    assert client.spin_until(lambda: client.diagnostics_count >= count + 2, 30)
+    status = node_status(client)
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == "waiting for inputs: depth '/depth', camera_info '/camera_info', pose '/pose'"
+    assert client.counter("frames_processed") == 0
+    assert client.spin_until(lambda: "waiting for inputs: depth '/depth'" in proc.log(), 30)
+    assert "4 images received, 0 processed" in proc.log()
+
+
+def mismatched(frame, stream: str):
+    """The frame with its depth or instance ids cut to half size."""
+    value = getattr(frame, stream)
+    return dataclasses.replace(frame, **{stream: np.ascontiguousarray(value[::2, ::2])})
+
+
+def test_side_input_of_another_size_ends_its_image_in_one_counter(node_process, client, small_frames):
+    proc = node_process("moonseg3r", {**GROUND_TRUTH_PARAMS, "diagnostics_rate": 5.0}, CAMERA_REMAPS)
+    client.subscribe_outputs()
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    frames = [small_frames[0], mismatched(small_frames[1], "depth"), mismatched(small_frames[2], "instance_ids"),
+              small_frames[3]]
+    client.feed(frames, 10.0)
+    assert client.spin_until(lambda: identity_holds(client) and client.counter("images_received") == 4, 60), \
+        (client.diagnostics(), proc.log())
+    assert client.counter("frames_processed") == 2
+    assert client.counter("images_dropped") == 2
+    assert client.counter("images_dropped.side_input_size") == 2
+    assert client.counter("bad_input.depth") == 1 and client.counter("bad_input.instance_ids") == 1
+    assert status_ok_or_dropping(client)
+    log = proc.log()
+    assert "depth image is 64x48 but the camera image is 128x96" in log
+    assert "instance_ids image is 64x48 but the camera image is 128x96" in log
+
+
+def status_ok_or_dropping(client) -> bool:
+    status = node_status(client)
+    return status is not None and status.message == "dropping frames (see values)"
+
+
+def test_reactivation_sends_the_latched_map_again_for_late_subscribers(node_process, client, ros_context,
+                                                                       small_frames):
+    proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
+    client.subscribe_outputs(only=("instance_map",))
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    client.feed(small_frames, 20.0)
+    assert client.spin_until(lambda: len(client["instance_map"]) >= 2, 60), proc.log()
+    ids = {i.id for i in client["instance_map"].last().instances}
+    assert client.change_state(DEACTIVATE) and client.change_state(ACTIVATE)
+    late = TestClient(ros_context, "late_subscriber")
+    try:
+        late.subscribe_outputs(only=("instance_map", "cloud"))
+        assert late.spin_until(lambda: len(late["instance_map"]) >= 1 and len(late["cloud"]) >= 1, 30), proc.log()
+        assert {i.id for i in late["instance_map"].last().instances} == ids
+        assert late["cloud"].last().width > 0
+    finally:
+        late.close()
+
+
+def test_the_process_exits_after_reaching_finalized(node_process, client):
+    proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    assert client.change_state(SHUTDOWN_FROM_ACTIVE)
+    assert client.spin_until(lambda: not proc.alive(), 30), proc.log()
+    assert proc.exit_code() == 0
+    assert "finalized: exiting" in proc.log()
