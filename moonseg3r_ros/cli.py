@@ -28,6 +28,7 @@ BENCH = {
     "map": "moonseg3r_ros.tools.bench_map",
     "pipeline": "moonseg3r_ros.tools.bench_pipeline",
     "node": "moonseg3r_ros.tools.bench_node",
+    "masks": "moonseg3r_ros.tools.bench_masks",
     "scenes": "moonseg3r_ros.tools.eval_scenes",
 }
 HELP = {

@@ -162,9 +162,9 @@ def _contacts(labels: np.ndarray, depth: np.ndarray, valid: np.ndarray, params: 
 
 def join_support_parts(labels: np.ndarray, planes: np.ndarray, behind: np.ndarray, contacts: np.ndarray,
                        points: np.ndarray, params: RgbdSegmentParams) -> np.ndarray:
-    """Off-plane segments lying behind a plane segment, inside its footprint, and touching it (directly or
-    through other such segments) join it: a table top's edge, apron and legs, a box's sides below its top.
-    Objects rest in front of their support and stay apart; other planes (the floor) never join.
+    """Segments lying behind a plane segment, inside its footprint, and touching it (directly or through other
+    such segments) join it: a table top's edge, apron and legs, a box's sides below its top. Objects rest in
+    front of their support and stay apart; a plane segment joins only a larger one (the floor never does).
 
     labels hxw int32, planes hxw int16, behind hxw uint8 (bit per plane), contacts Px2, points hxwx3
     -> hxw int32."""
@@ -194,7 +194,8 @@ def join_support_parts(labels: np.ndarray, planes: np.ndarray, behind: np.ndarra
             for part, other in ((int(b), int(a)), (int(a), int(b))):
                 target = root(other)
                 plane = seg_plane[target]
-                if root(part) != part or target == part or plane < 0 or seg_plane[part] >= 0:
+                big_plane = seg_plane[part] >= 0 and area[part] >= area[target]  # the floor never joins a table
+                if root(part) != part or target == part or plane < 0 or big_plane:
                     continue
                 if behind_frac[plane, part] >= params.behind_fraction and footprint.inside(target, part):
                     parent[part] = target

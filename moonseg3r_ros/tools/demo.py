@@ -55,6 +55,9 @@ def stand_in_statement(opts: rp.ReplayOptions) -> str:
     elif opts.masks == "ground_truth":
         masks = ("Masks: ground-truth instance masks stood in for SAM "
                  "(set --sam-checkpoint PATH to use SAM).")
+    elif opts.masks == "rgbd":
+        masks = ("Masks: the RGB-D mask source (support planes, depth jumps, concave creases and colour; no learned "
+                 "weights) stood in for SAM (set --sam-checkpoint PATH to use SAM).")
     else:
         masks = ("Masks: the weight-free mask source (colour and depth edges, no learned weights) stood in for SAM "
                  "(set --sam-checkpoint PATH to use SAM).")

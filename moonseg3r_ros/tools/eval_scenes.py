@@ -1,7 +1,7 @@
 """`moonseg3r bench scenes`: AP per generated scene and mask source, through the `make demo` path.
 
     moonseg3r bench scenes [--kind tabletop|room|primitives] [--seeds 0-4] [--frames 80]
-                           [--masks ground_truth,weight_free] [--out eval_scenes_out] [--json FILE]
+                           [--masks ground_truth,weight_free,rgbd] [--out eval_scenes_out] [--json FILE]
 
 For every seed and mask source it runs exactly what `moonseg3r demo` runs (generate the scene, write a
 bag, replay it through the real node with recorded depth + pose, evaluate class-agnostic AP over the
@@ -20,7 +20,7 @@ from typing import Optional
 from moonseg3r_ros.tools import demo
 from moonseg3r_ros.tools import replay as rp
 
-MASK_SOURCES = ("ground_truth", "weight_free")
+MASK_SOURCES = ("ground_truth", "weight_free", "rgbd")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=demo.DEFAULT_SIZE[0])
     parser.add_argument("--height", type=int, default=demo.DEFAULT_SIZE[1])
     parser.add_argument("--masks", default=",".join(MASK_SOURCES),
-                        help="comma-separated mask sources (default ground_truth,weight_free)")
+                        help="comma-separated mask sources (default ground_truth,weight_free,rgbd)")
     parser.add_argument("--keyframe-interval", type=int, default=demo.DEFAULT_KEYFRAME_INTERVAL)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter for every run (repeatable)")

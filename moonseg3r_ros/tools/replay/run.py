@@ -21,7 +21,7 @@ from moonseg3r_ros.tools.replay.inputs import ReplayError, ReplayInput
 NODE_NAME = "moonseg3r"
 TOPICS = CAMERA_TOPICS  # input topics, relative to the node's namespace: the ones `moonseg3r to-bag` writes
 GEOMETRY_SOURCES = ("recorded", "cut3r")
-MASK_SOURCES = ("weight_free", "ground_truth", "sam", "precomputed")
+MASK_SOURCES = ("weight_free", "rgbd", "ground_truth", "sam", "precomputed")
 DIAGNOSTICS_RATE_HZ = 20.0
 
 
