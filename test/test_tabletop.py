@@ -97,6 +97,8 @@ def test_touching_pairs_and_hard_cases_exist(scene):
     kinds = {o.kind for o in objects}
     assert kinds & set(to.THIN) and kinds & set(to.NEUTRAL) and kinds & set(to.SAME)
     assert any(o.aabb_max[2] - o.aabb_min[2] < 0.06 for o in objects)  # a thin object
+    for o in objects:  # household sizes: 10-50 cm along the longest side (collision bounds, a little slack)
+        assert 0.09 <= float(np.max(o.aabb_max - o.aabb_min)) <= 0.55, o.kind
 
 
 def test_deterministic_in_seed(scene):
