@@ -55,6 +55,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from moonseg3r_ros.data.scenes import camera_check_line, make_scene
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file; give a folder (each scene goes to OUT/<scene name>/)", 2)
     for k in range(args.scenes):
         name = args.name if args.name and args.scenes == 1 else None
         try:
@@ -164,7 +166,7 @@ MISSING_TOOL_HINTS = {
 }
 
 
-def _run_tool(module_name: str, argv: list[str]) -> int:
+def _run_tool(module_name: str, argv: list[str], prog: str) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -176,7 +178,11 @@ def _run_tool(module_name: str, argv: list[str]) -> int:
     if not hasattr(module, "main"):
         print(f"moonseg3r: {module_name} has no main(argv)", file=sys.stderr)
         return 2
-    code = module.main(argv)
+    program, sys.argv[0] = sys.argv[0], prog  # argparse's default prog: usage lines read `moonseg3r bench map`
+    try:
+        code = module.main(argv)
+    finally:
+        sys.argv[0] = program
     return int(code or 0)
 
 
@@ -185,7 +191,7 @@ def _dispatch(argv: list[str]) -> Optional[int]:
     if not argv:
         return None
     if argv[0] in DISPATCH:
-        return _run_tool(DISPATCH[argv[0]], argv[1:])
+        return _run_tool(DISPATCH[argv[0]], argv[1:], f"moonseg3r {argv[0]}")
     if argv[0] == "bench":
         if len(argv) < 2 or argv[1] in ("-h", "--help"):
             print("usage: moonseg3r bench {" + ",".join(BENCH) + "} [ARGS...]\n\n" + HELP["bench"] +
@@ -195,7 +201,7 @@ def _dispatch(argv: list[str]) -> Optional[int]:
             print(f"moonseg3r bench: unknown benchmark {argv[1]!r}; choose from {', '.join(BENCH)}",
                   file=sys.stderr)
             return 2
-        return _run_tool(BENCH[argv[1]], argv[2:])
+        return _run_tool(BENCH[argv[1]], argv[2:], f"moonseg3r bench {argv[1]}")
     return None
 
 

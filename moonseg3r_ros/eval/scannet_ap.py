@@ -91,6 +91,16 @@ def load_ids(path: Path) -> np.ndarray:
         raise EvalError(f"{path}: expected one integer per line ({e})") from None
 
 
+def load_mask(path: Path) -> np.ndarray:
+    """A prediction mask file: one 0 or 1 per vertex -> N int64 (EvalError on any other value)."""
+    values = load_ids(path)
+    bad = values[(values != 0) & (values != 1)]
+    if bad.size:
+        raise EvalError(f"{path}: mask values must be 0 or 1, found {int(bad[0])} "
+                        f"({bad.size} of {values.size} lines)")
+    return values
+
+
 def read_prediction_file(path: Path, pred_root: Path) -> dict[str, tuple[int, float]]:
     """{absolute mask path: (label_id, confidence)} in file order (duplicates collapse like a dict)."""
     info: dict[str, tuple[int, float]] = {}
@@ -110,6 +120,8 @@ def read_prediction_file(path: Path, pred_root: Path) -> dict[str, tuple[int, fl
             info[mask] = (int(float(parts[1])), float(parts[2]))
         except ValueError:
             raise EvalError(f"{path}:{number}: label id and confidence must be numbers, got {line!r}") from None
+        if not math.isfinite(info[mask][1]):
+            raise EvalError(f"{path}:{number}: the confidence must be a finite number, got {parts[2]!r}")
     return info
 
 
@@ -176,7 +188,7 @@ def load_scene(gt_file: Path, pred_file: Optional[Path], pred_root: Path) -> Sce
     masks = []
     if pred_file is not None:
         for key, (_label, confidence) in read_prediction_file(pred_file, pred_root).items():
-            masks.append((key, load_ids(Path(key)), confidence))
+            masks.append((key, load_mask(Path(key)), confidence))
     return match_scene(gt_ids, masks)
 
 
@@ -279,6 +291,8 @@ def evaluate(gt_dir, pred_dir, missing_as_empty: bool = False) -> dict:
     """
     gt_files = find_gt_files(Path(gt_dir))
     pred_files = find_prediction_files(Path(pred_dir))
+    if pred_files and not set(pred_files) & set(gt_files):
+        raise EvalError(not_a_prediction_folder(Path(pred_dir), sorted(pred_files), sorted(gt_files)))
     unknown = sorted(set(pred_files) - set(gt_files))
     if unknown:
         raise EvalError(f"prediction file(s) without ground truth in {gt_dir}: {', '.join(unknown)}")
@@ -291,6 +305,18 @@ def evaluate(gt_dir, pred_dir, missing_as_empty: bool = False) -> dict:
     result["scenes"] = {n: summarize([s]) for n, s in scenes.items()}
     result["missing_scenes"] = [] if missing_as_empty else missing
     return result
+
+
+def not_a_prediction_folder(pred_dir: Path, found: list[str], scenes: list[str]) -> str:
+    """Why PRED_DIR holds no prediction of any GT scene (a replay's run folder, most often)."""
+    message = f"{pred_dir} holds no prediction of the ground-truth scene(s) {', '.join(scenes)} " \
+              f"(it has {', '.join(f + '.txt' for f in found)})"
+    if (pred_dir / "pred").is_dir():
+        return f"{message}; the predictions are in its pred/ folder: --pred {pred_dir / 'pred'}"
+    if (pred_dir / "node_command.txt").is_file() or (pred_dir / "metrics.json").is_file():
+        return (f"{message}; it is a `moonseg3r replay` output folder without pred/: the replay wrote no "
+                "predictions (it printed why; ScanNet predictions need the sequence's mesh vertices)")
+    return message
 
 
 def json_safe(value):

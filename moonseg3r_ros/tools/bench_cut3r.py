@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import time
 from typing import Optional, Sequence
 
 import torch
 
 from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig, load_checkpoint
+from moonseg3r_ros.core.cut3r.checkpoint import CheckpointError
+from moonseg3r_ros.core.untrusted_files import RefusedFileError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -73,7 +76,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = torch.device(args.device)
     config = Cut3rConfig.small_test() if args.config == "small" else Cut3rConfig.full_512()
     if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, config, device=device)
+        try:
+            model = load_checkpoint(args.checkpoint, config, device=device)
+        except (CheckpointError, RefusedFileError, OSError, ValueError) as err:
+            print(f"moonseg3r bench cut3r: error: {err}".splitlines()[0], file=sys.stderr)
+            return 2
     else:
         model = random_model(config, device)
     amp = None if args.dtype == "float32" else DTYPES[args.dtype]

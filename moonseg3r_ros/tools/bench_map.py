@@ -199,7 +199,7 @@ def stream_benchmark(frames: int, rng: np.random.Generator, keyframe_interval: i
             seen = np.unique(ids[ids > 0])
             bank.upsert(seen, rng.normal(size=(seen.size, 64)), np.zeros((seen.size, 2, 3)))
             del view
-        if (frame + 1) % report_every == 0 or frame == 0:
+        if (frame + 1) % report_every == 0 or frame in (0, frames - 1):  # the last frame: the result
             print(f"  frame {frame + 1:5d}: RSS {rss_mib():7.1f} MiB  map {len(instance_map):8,} voxels  "
                   f"memory {len(memory):7,} cells  bank {len(bank):4d}  "
                   f"{(time.perf_counter() - start) / (frame + 1) * 1e3:6.2f} ms/frame")

@@ -235,9 +235,9 @@ def _stats(values: dict, sent: int) -> dict:
         "not_received": max(0, sent - received) if "images_received" in values else 0,
     }
     stats["drops"] = stats["not_received"] + sum(stats[n] for n in LOST_COUNTERS)
-    stats["node_fps"] = values.get("fps")
-    stats["node_latency_mean_ms"] = values.get("latency_mean_ms")
-    stats["node_peak_rss_mb"] = values.get("peak_rss_mb")
+    stats["node_fps"] = _number(values.get("fps", "nan"))  # numbers as numbers in metrics.json
+    stats["node_latency_mean_ms"] = _number(values.get("latency_mean_ms", "nan"))
+    stats["node_peak_rss_mb"] = _number(values.get("peak_rss_mb", "nan"))
     stats["pipeline"] = {k[len("pipeline."):]: _number(v) for k, v in values.items() if k.startswith("pipeline.")}
     return stats
 
