@@ -120,8 +120,13 @@ def test_sam_checkpoint_errors(tmp_path):
         make_mask_source(config, torch.device("cpu"))
 
 
-def test_factory_default_is_weight_free():
-    assert isinstance(make_mask_source(PipelineConfig(), torch.device("cpu")), WeightFreeMasks)
+def test_factory_default_is_rgbd_and_weight_free_stays_selectable():
+    from moonseg3r_ros.core.masks_rgbd import RgbdSegmentMasks
+
+    config = PipelineConfig()
+    assert isinstance(make_mask_source(config, torch.device("cpu")), RgbdSegmentMasks)
+    config.masks.source = "weight_free"
+    assert isinstance(make_mask_source(config, torch.device("cpu")), WeightFreeMasks)
 
 
 def test_label_mask_sets_match_dense_masks():

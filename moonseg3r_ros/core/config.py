@@ -41,8 +41,8 @@ class GeometryConfig:
 
 @dataclass
 class MaskConfig:
-    source: str = param("weight_free", "2D mask source: 'sam', 'precomputed', 'ground_truth', 'rgbd' (weight-free, "
-                                       "planes + depth/crease/colour edges) or 'weight_free' (colour/depth edges).",
+    source: str = param("rgbd", "2D mask source: 'sam', 'precomputed', 'ground_truth', 'rgbd' (weight-free, planes + "
+                                "depth/crease/colour edges) or 'weight_free' (colour/depth edges).",
                         choices=("sam", "precomputed", "ground_truth", "rgbd", "weight_free"))
     sam_checkpoint: str = param("", "Path to a segment-anything checkpoint (sam_vit_b_01ec64.pth, ...).")
     sam_model_type: str = param("vit_b", "segment-anything model type.", choices=("vit_b", "vit_l", "vit_h"))

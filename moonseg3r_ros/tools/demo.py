@@ -1,7 +1,7 @@
 """`moonseg3r demo`: the embedded default, end to end, with nothing downloaded.
 
     moonseg3r demo --out DIR [--kind tabletop|room|primitives] [--frames N] [--seed 0]
-                   [--masks weight_free|ground_truth] [--cut3r-checkpoint P] [--sam-checkpoint P]
+                   [--masks rgbd|weight_free|ground_truth] [--cut3r-checkpoint P] [--sam-checkpoint P]
 
 1. generates a scene with ground truth (RGB, depth, poses, per-vertex GT): by default the realistic
    `tabletop` kind (moonseg3r_ros.data.tabletop: pybullet renders of textured household meshes on a table
@@ -18,7 +18,8 @@
    (prediction next to the ground truth), and prints the AP table and which parts stood in for CUT3R/SAM.
 
 Without checkpoints the node runs the pipeline's no-download sources: recorded depth + pose instead of
-CUT3R, and the weight-free mask source (or the ground-truth masks with --masks ground_truth) instead of SAM.
+CUT3R, and the weight-free RGB-D mask source (masks.source rgbd; or the ground-truth masks with --masks
+ground_truth) instead of SAM.
 With --cut3r-checkpoint / --sam-checkpoint the same command runs the monocular pipeline
 (geometry.source=cut3r on the RGB images alone, masks.source=sam); the CUT3R map is then aligned to the GT
 world by a similarity fitted on the camera centres before the evaluation.

@@ -40,7 +40,7 @@ def test_flat_values_split_into_both_configs():
     assert node.cloud.rate == 2.0 and isinstance(node.cloud.rate, float)
     assert (node.topics.image, node.queue_size, node.drop_policy) == ("/camera/image_raw", 500, "oldest")
     assert node.camera_to_base == [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0]
-    assert flatten(pipeline)["masks.source"] == "weight_free"
+    assert flatten(pipeline)["masks.source"] == "rgbd"
 
 
 @pytest.mark.parametrize("name,value,reason", [

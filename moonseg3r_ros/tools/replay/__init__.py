@@ -1,7 +1,7 @@
 """`moonseg3r replay`: feed a bag or a dataset folder through the real moonseg3r node and keep its map.
 
     moonseg3r replay BAG_OR_SEQUENCE --out OUT [--geometry recorded|cut3r]
-                     [--masks weight_free|ground_truth|sam|precomputed]
+                     [--masks rgbd|weight_free|ground_truth|sam|precomputed]
                      [--cut3r-checkpoint P] [--sam-checkpoint P] [--keyframe-interval N] [--params-file YAML]
                      [--rate HZ] [--vertices PLY] [--gt GT.txt] [--scene NAME] [--timeout S]
 

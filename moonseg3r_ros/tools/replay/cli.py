@@ -20,7 +20,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--geometry", choices=GEOMETRY_SOURCES, default=None,
                         help="geometry source (default: cut3r when --cut3r-checkpoint is given, else recorded)")
     parser.add_argument("--masks", choices=MASK_SOURCES, default=None,
-                        help="mask source (default: sam when --sam-checkpoint is given, else weight_free)")
+                        help="mask source (default: sam when --sam-checkpoint is given, else rgbd)")
     parser.add_argument("--cut3r-checkpoint", default="", help="CUT3R checkpoint (.pth/.safetensors)")
     parser.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint (sam_vit_b_01ec64.pth, ...)")
     parser.add_argument("--keyframe-interval", type=int, default=None, help="node parameter keyframe_interval")
@@ -44,7 +44,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         name, value = item.split(":=", 1)
         extra[name.strip()] = value.strip()
     geometry = args.geometry or ("cut3r" if args.cut3r_checkpoint else "recorded")
-    masks = args.masks or ("sam" if args.sam_checkpoint else "weight_free")
+    masks = args.masks or ("sam" if args.sam_checkpoint else "rgbd")
     for path, what in ((args.cut3r_checkpoint, "CUT3R checkpoint"), (args.sam_checkpoint, "SAM checkpoint")):
         if path and not Path(path).expanduser().is_file():
             raise ReplayError(f"{what} not found: {path}")

@@ -28,7 +28,7 @@ DIAGNOSTICS_RATE_HZ = 20.0
 @dataclass
 class ReplayOptions:
     geometry: str = "recorded"
-    masks: str = "weight_free"
+    masks: str = "rgbd"
     cut3r_checkpoint: str = ""
     sam_checkpoint: str = ""
     keyframe_interval: Optional[int] = None
