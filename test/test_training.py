@@ -315,3 +315,15 @@ def test_pipeline_identity_mode_ignores_the_weights_and_other_features_are_refus
     other = from_flat({**tiny_pipeline(), "geometry.recorded_features": False, "refinement.weights": str(weights)})
     with pytest.raises(RefinerWeightsError, match="f3d: trained 'recorded-normals-logdepth', configured 'none'"):
         MoonSeg3RPipeline(other)
+
+
+def test_validation_losses_are_logged_before_and_after_training(tmp_path, records):
+    trainer = Trainer(tiny_config(tmp_path, steps=6), [fresh(records[:4])], [fresh(records[2:])])
+    result = trainer.run(resume=False)
+    first, last = result.evaluations[0], result.evaluations[-1]
+    assert first["step"] == 0 and last["step"] == 6
+    for name in ("val_total", "val_seg", "val_dist", "val_xseg"):
+        assert np.isfinite(first[name]) and np.isfinite(last[name])
+    assert last["val_total"] < first["val_total"]
+    rows = (tmp_path / "eval.csv").read_text().splitlines()
+    assert rows[0].startswith("step,val_total") and rows[0].endswith("ap,ap50,ap25") and len(rows) == 3

@@ -171,7 +171,7 @@ class Trainer:
         return {f"val_{k}": v for k, v in sums.items()}
 
     def evaluate(self) -> dict:
-        row = {"step": self.step, **self.validation_losses()}
+        row = {"step": self.step, **self.validation_losses(), "ap": "", "ap50": "", "ap25": ""}
         if self.config.run.eval_ap and self.config.data.val:
             from moonseg3r_ros.training.evaluate import evaluate_weights
 
@@ -226,6 +226,9 @@ class Trainer:
         log = MetricsLog(self.out, self.step)
         result = TrainResult(self.out / self.config.run.weights_name, self.total_steps)
         run = self.config.run
+        if self.step == 0 and self.val_clips:  # the baseline every later validation row is compared with
+            row = {"step": 0, **self.validation_losses(), "ap": "", "ap50": "", "ap25": ""}
+            result.evaluations.append(log.write("eval", row))
         bar = _progress(self.total_steps, self.step, run.progress)
         while self.step < self.total_steps:
             losses = self.train_step()
