@@ -9,9 +9,12 @@ State-distribution token (`state_distribution_tokens`)
 
 Intra-frame merge (`merge_within_frame`)
     Masks i, j are linked when cos(q_i, q_j) > merge_threshold (paper: 0.8) AND their 3D boxes touch
-    (gap along every axis <= box_margin). Groups are the connected components of the links (a chain
-    a-b-c merges all three). Appearance alone never merges two distant masks, and two touching objects
-    stay apart unless their queries are similar above the threshold. `combine_groups` then fuses masks
+    (gap along every axis <= box_margin) AND (AssociationConfig.merge_evidence 'boundary', the default)
+    the boundary evidence allows it: the two masks share a 2D boundary of meaningful length along which
+    depth goes on smoothly, neither jumping (occluding contour) nor folding into a concave crease (an
+    object's contact with its support) -- core/merge_evidence.py. Groups are the connected components of
+    the links (a chain a-b-c merges all three). Appearance alone never merges two distant masks, and an
+    object resting on its table or two touching objects stay apart. `combine_groups` then fuses masks
     (union), queries/tokens (area-weighted mean) and boxes (union).
 
 Cross-frame matching (`match_to_map`)
@@ -205,13 +208,17 @@ def box_gap_matrix(boxes_a, boxes_b) -> np.ndarray:
 # intra-frame merge
 
 
-def merge_within_frame(queries, boxes, threshold: float = 0.8, box_margin: float = 0.05) -> list[np.ndarray]:
-    """queries NxD, boxes Nx2x3 -> groups: list of sorted index arrays, ordered by their smallest index."""
+def merge_within_frame(queries, boxes, threshold: float = 0.8, box_margin: float = 0.05,
+                       allowed: Optional[np.ndarray] = None) -> list[np.ndarray]:
+    """queries NxD, boxes Nx2x3 (, allowed NxN bool: the boundary evidence of merge_evidence.merge_allowed)
+    -> groups: list of sorted index arrays, ordered by their smallest index."""
     q = _numpy(queries)
     n = q.shape[0]
     if n == 0:
         return []
     linked = (cosine_matrix(q, q) > threshold) & (box_gap_matrix(boxes, boxes) <= box_margin)
+    if allowed is not None:
+        linked &= np.asarray(allowed, bool)
     rows, cols = np.nonzero(np.triu(linked, 1))
     graph = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

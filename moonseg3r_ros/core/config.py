@@ -124,6 +124,22 @@ class AssociationConfig:
     box_overlap: str = param("visible_iou", "Box term of the match score: 'visible_iou' (IoU with the map instance's "
                              "box or with the box of its memory cells seen from the current view, whichever is "
                              "larger) or 'iou' (the paper's plain 3D box IoU).", choices=("visible_iou", "iou"))
+    merge_evidence: str = param("boundary", "Intra-frame merge evidence besides query similarity and touching boxes: "
+                                "'boundary' (the masks share a boundary along which depth goes on smoothly: no "
+                                "depth jump, no concave crease; core/merge_evidence.py) or 'boxes' (box contact "
+                                "only).", choices=("boundary", "boxes"))
+    merge_depth_step: float = param(0.01, "Merge evidence: a neighbour pair across the shared boundary is a depth "
+                                          "jump when its inverse-depth step departs from the surface's slope by "
+                                          "more than this fraction.", 0.0, 10.0)
+    merge_concave_angle: float = param(20.0, "Merge evidence: a pair on a concave crease sharper than this "
+                                             "(degrees; e.g. an object's contact with its support) is not smooth.",
+                                       0.0, 180.0)
+    merge_min_shared: int = param(5, "Merge evidence: masks must share at least this many neighbour pixel pairs.",
+                                  0, 1_000_000)
+    merge_min_shared_fraction: float = param(0.05, "Merge evidence: and at least this fraction of the smaller "
+                                                   "mask's boundary pairs.", 0.0, 1.0)
+    merge_min_smooth_fraction: float = param(0.6, "Merge evidence: at least this fraction of the shared pairs must "
+                                                  "be smooth (no depth jump, no concave crease).", 0.0, 1.0)
 
 
 @dataclass

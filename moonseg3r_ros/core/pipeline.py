@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from moonseg3r_ros.core import association as assoc
-from moonseg3r_ros.core import kernels, model_files
+from moonseg3r_ros.core import kernels, merge_evidence, model_files
 from moonseg3r_ros.core.camera import estimate_intrinsics
 from moonseg3r_ros.core.config import PipelineConfig, copy_fields, validate
 from moonseg3r_ros.core.devices import resolve_device
@@ -349,7 +349,8 @@ class MoonSeg3RPipeline:
         tokens = None
         if geometry.state_attention is not None:
             tokens = assoc.state_distribution_tokens(geometry.state_attention, masks)
-        groups = assoc.merge_within_frame(queries, boxes, cfg.merge_threshold, cfg.merge_box_margin)
+        allowed = merge_evidence.allowed_merges(masks, geometry, cfg) if cfg.merge_evidence == "boundary" else None
+        groups = assoc.merge_within_frame(queries, boxes, cfg.merge_threshold, cfg.merge_box_margin, allowed)
         if len(groups) < len(masks):
             masks, queries, boxes, tokens = assoc.combine_groups(groups, masks, queries, boxes, tokens)
         matched = dict(assoc.match_to_bank(queries, tokens, boxes, self.bank, visible_boxes, cfg))
