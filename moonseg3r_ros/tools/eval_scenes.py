@@ -99,21 +99,29 @@ def main(argv: Optional[list[str]] = None) -> int:
         if unknown:
             raise ValueError(f"unknown mask source(s) {unknown}; choose from {', '.join(MASK_SOURCES)}")
         rp.ensure_ros_environment()
-        rows = []
-        for seed in seeds:
-            for masks in sources:
-                rows.append(run_one(args, seed, masks))
-                print(f"[{len(rows)}/{len(seeds) * len(sources)}] {rows[-1]['scene']} {masks}: "
-                      f"AP {rows[-1]['ap']:.3f} ({rows[-1]['seconds']:.1f} s)", flush=True)
-    except (rp.ReplayError, ValueError, OSError) as err:
+    except (rp.ReplayError, ValueError) as err:
         print(f"moonseg3r bench scenes: error: {err}", file=sys.stderr)
         return 1
+    rows, failed = [], []
+    for seed in seeds:
+        for masks in sources:
+            try:  # one failed run (a node that did not start on a loaded machine) does not lose the others
+                rows.append(run_one(args, seed, masks))
+            except (rp.ReplayError, OSError) as err:
+                failed.append({"seed": seed, "masks": masks, "error": str(err)})
+                print(f"moonseg3r bench scenes: seed {seed} {masks} failed: {err}", file=sys.stderr, flush=True)
+                continue
+            print(f"[{len(rows) + len(failed)}/{len(seeds) * len(sources)}] {rows[-1]['scene']} {masks}: "
+                  f"AP {rows[-1]['ap']:.3f} ({rows[-1]['seconds']:.1f} s)", flush=True)
     print()
-    print(format_rows(rows))
+    if rows:
+        print(format_rows(rows))
+    for f in failed:
+        print(f"FAILED: seed {f['seed']} {f['masks']}: {f['error']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rp.json_safe(rows), indent=2))
-    return 0
+        Path(args.json).write_text(json.dumps(rp.json_safe({"rows": rows, "failed": failed}), indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
