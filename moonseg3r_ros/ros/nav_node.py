@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from moonseg3r_ros.core.occupancy import check_config
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros import tf_chain
 from moonseg3r_ros.ros.inputs import side_inputs
@@ -32,6 +33,7 @@ class NavMixin:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def _nav_activate(self) -> None:
+        check_config(self.pipeline_config.occupancy)  # combinations the per-field ranges miss: activate fails
         needs = self._side_inputs()
         if self._pairing is not None and sorted(self._pairing.streams) != sorted(["image"] + needs):
             self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size)  # tf_mode changed

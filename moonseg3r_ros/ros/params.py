@@ -32,6 +32,10 @@ PIPELINE_TUNABLE = frozenset({
     "association.merge_threshold", "association.match_threshold", "association.match_threshold_without_state",
     "association.merge_box_margin",
     "map.min_instance_points", "map.stale_after_s", "map.export_max_distance",
+    # read by every occupancy grid the node builds (not occupancy.rate: its timer is made on activation)
+    *(f"occupancy.{name}" for name in ("resolution", "band_min", "band_max", "floor_tolerance", "obstacle_points",
+                                       "min_obstacle_size", "max_obstacle_size", "floor_fraction", "min_cell_points",
+                                       "ground", "up", "ground_height", "fit_max_tilt", "margin", "max_cells")),
 })
 # Node parameters that may change while active.
 NODE_TUNABLE = frozenset({

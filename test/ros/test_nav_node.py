@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO / "test"))
 from test_occupancy import eroded, footprint_truth  # noqa: E402
 
 NODE = "moonseg3r"
-GRID_TOPIC, DETECTIONS_TOPIC = f"/{NODE}/occupancy_grid", f"/{NODE}/detections"
 PARAMS = {"geometry.source": "recorded", "masks.source": "ground_truth", "keyframe_interval": 2,
           "integrate_stride": 1, "input_reliability": "reliable", "input_depth": 50, "cloud.rate": 0.0,
           "queue_size": 100, "drop_policy": "oldest", "occupancy.rate": 0.0, "frames.odom": "odom"}
@@ -50,14 +49,14 @@ def scene():
 class Run:
     """One node + consumer run in a tf mode; `result` is the consumer's JSON after the frames went through."""
 
-    def __init__(self, ros_context, log_dir: Path, mode: str, frames, name: str):
-        self.mode, self.frames, self.log_dir = mode, frames, log_dir
-        self.node = NodeProcess(NODE, {**PARAMS, "nav.tf_mode": mode}, CAMERA_REMAPS, log_dir).start()
+    def __init__(self, ros_context, log_dir: Path, mode: str, frames, name: str, node_name: str = NODE):
+        self.mode, self.frames, self.log_dir, self.name = mode, frames, log_dir, node_name
+        self.node = NodeProcess(node_name, {**PARAMS, "nav.tf_mode": mode}, CAMERA_REMAPS, log_dir).start()
         self.out = log_dir / "consumer.json"
         self.consumer = subprocess.Popen([sys.executable, str(REPO / "test" / "nav_consumer.py"), str(self.out),
-                                          GRID_TOPIC, DETECTIONS_TOPIC],
+                                          f"/{node_name}/occupancy_grid", f"/{node_name}/detections"],
                                          stdout=open(log_dir / "consumer.log", "wb"), stderr=subprocess.STDOUT)
-        self.client = TestClient(ros_context, name)
+        self.client = TestClient(ros_context, name, target=node_name)
 
     def feed_as_robot(self) -> None:
         from tf2_msgs.msg import TFMessage
@@ -65,7 +64,8 @@ class Run:
 
         client = self.client
         streams = ["image", "camera_info", "depth", "instance_ids"] + (["pose"] if self.mode != "localization" else [])
-        inputs = FramePublisher(client.node, streams, topics={s: t.lstrip("/") for s, t in CAMERA_REMAPS.items()})
+        inputs = self.inputs = FramePublisher(client.node, streams,
+                                              topics={s: t.lstrip("/") for s, t in CAMERA_REMAPS.items()})
         tf_pub = client.node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         static_pub = client.node.create_publisher(TFMessage, "/tf_static", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -167,7 +167,20 @@ def test_detections_match_the_scene_objects(standalone, scene):
 
 def test_standalone_tf_has_one_parent_per_frame(standalone):
     assert standalone.result["tf_parents"] == {OPTICAL_FRAME: ["map"]}
-    assert f"{NODE}" in standalone.tf_publishers()
+    assert NODE in standalone.tf_publishers()
+
+
+def test_grid_parameters_change_at_run_time(standalone, scene):
+    results = standalone.client.set_parameters({"occupancy.resolution": 0.1})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    grids = standalone.result["grids"]
+    frame = scene.frames[0]
+    for k in range(2):  # two more frames, one a keyframe (interval 2): the map changed, a new grid is built
+        standalone.inputs.publish(frame, conv.seconds_to_stamp(STAMP0 + 100.0 + k))
+        standalone.client.spin_for(0.05)
+    result = standalone.wait(lambda r: r["grids"] > grids and abs(r["grid"]["resolution"] - 0.1) < 1e-6)
+    assert abs(result["grid"]["width"] - standalone.result["grid"]["width"] / 2) <= 2  # cells twice as large
+    standalone.client.set_parameters({"occupancy.resolution": 0.05})
 
 
 def test_query_service(standalone, scene):
@@ -189,7 +202,9 @@ def test_query_service(standalone, scene):
 @pytest.mark.parametrize("mode", ["odometry", "localization"])
 def test_robot_modes_one_parent_per_frame(ros_context, tmp_path_factory, scene, mode):
     frames = [scene.frames[i] for i in range(0, scene.spec.num_frames, 3)]
-    run = Run(ros_context, tmp_path_factory.mktemp(f"nav_{mode}"), mode, frames, f"nav_{mode}_client")
+    # its own node name: the standalone run's node (module fixture) is still up on the same graph
+    run = Run(ros_context, tmp_path_factory.mktemp(f"nav_{mode}"), mode, frames, f"nav_{mode}_client",
+              node_name=f"moonseg3r_{mode}")
     try:
         run.feed_as_robot()
         result = run.wait(lambda r: r["detection_messages"] >= 4 and "map odom" in r["tf_edges"])
@@ -201,9 +216,9 @@ def test_robot_modes_one_parent_per_frame(ros_context, tmp_path_factory, scene, 
         np.testing.assert_allclose(Rotation.from_quat(quat).as_matrix(), MAP_FROM_ODOM[:3, :3], atol=1e-4)
         publishers = run.tf_publishers()
         if mode == "odometry":
-            assert NODE in publishers, "the node publishes the map -> odom correction"
+            assert run.name in publishers, "the node publishes the map -> odom correction"
         else:
-            assert NODE not in publishers, "with the robot's localization the node publishes no TF"
+            assert run.name not in publishers, "with the robot's localization the node publishes no TF"
         # the map is in the map frame either way: the objects are where the generator put them
         detections = {d["id"]: d for d in result["detections"]}
         for obj in scene.objects:
