@@ -22,6 +22,7 @@ DISPATCH = {
     "replay": "moonseg3r_ros.tools.replay",
     "demo": "moonseg3r_ros.tools.demo",
     "train": "moonseg3r_ros.training.main",
+    "view": "moonseg3r_ros.tools.view",
 }
 BENCH = {
     "cut3r": "moonseg3r_ros.tools.bench_cut3r",
@@ -36,6 +37,7 @@ HELP = {
     "demo": "run the demo on the embedded default scene (moonseg3r_ros.tools.demo)",
     "train": "train the query refinement: lifter, decoder, pixel head (moonseg3r_ros.training)",
     "bench": "benchmarks: " + ", ".join(BENCH),
+    "view": "a saved map (map.npz) as a Rerun recording .rrd, no ROS desktop needed (moonseg3r_ros.tools.view)",
 }
 
 

@@ -121,6 +121,8 @@ class DiagnosticsMixin:
         values: dict[str, Any] = {
             "state": self.lifecycle_state(),
             "missing_inputs": ", ".join(missing),
+            "inputs": len(self._subs),
+            "inputs_matched": sum(1 for sub in list(self._subs) if sub.get_publisher_count() > 0),
             **rates,
             "queue_length": len(self._queue) if self._queue is not None else 0,
             "queue_drops": self.counters["queue_drops"],

@@ -111,6 +111,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"moonseg3r replay: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print_summary(result)
+    if result.pred_dir is None:
+        print("moonseg3r replay: warning: no pred/ written: ScanNet predictions cover a mesh's vertices, and "
+              f"{args.input} brings none (a bag holds no mesh); pass --vertices <scene>_vh_clean_2.ply and "
+              "--gt <scene>.txt, or replay the sequence folder itself", file=sys.stderr)
     if result.metrics is not None:
         Path(args.out, "metrics.json").write_text(json.dumps(json_safe(result.metrics), indent=2))
     return 0

@@ -181,6 +181,7 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
     node = NodeProcess(NODE_NAME, node_parameters(opts, queue_size), log_dir=out, namespace=namespace,
                        params_file=opts.params_file, overrides=opts.extra_params, log_name="node.log")
     (out / "node_command.txt").write_text(" ".join(node.command()) + "\n")
+    print(f"starting node (log: {out / 'node.log'})", flush=True)
     node.start()
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
@@ -193,12 +194,15 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
                                      topics=TOPICS)
         run = _Replay(node, client, opts)
         run.wait_active()
-        if not client.spin_until(lambda: client.inputs.subscribed() and client.diagnostics_count > 0, 30.0):
+        # Handshake both ways before the first frame: our publishers see the node's subscriptions, and the
+        # node reports (diagnostics inputs_matched == inputs, state active) that its subscriptions see ours.
+        if not client.spin_until(lambda: client.inputs.subscribed() and inputs_matched(client.diagnostics()), 30.0):
             raise run.failure("the node's subscriptions or diagnostics did not appear")
         sent = run.send_frames(source)
         run.wait_done(sent)
         stats = _stats(client.diagnostics(), sent)
         map_path = out / "map.npz"
+        print(f"saving map to {map_path}", flush=True)
         ok, message = client.save_map(map_path)
         if not ok:
             raise ReplayError(f"saving the map failed: {message}")
@@ -217,6 +221,12 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
     (out / "replay.json").write_text(json.dumps({"scene": source.scene, "seconds": round(result.seconds, 2),
                                                  "instances": result.instances, **stats}, indent=2))
     return result
+
+
+def inputs_matched(values: dict) -> bool:
+    """The node is active and each of its input subscriptions has matched a publisher (its diagnostics)."""
+    return values.get("state") == "active" and counter_value(values, "inputs") > 0 \
+        and counter_value(values, "inputs_matched") == counter_value(values, "inputs")
 
 
 def _stats(values: dict, sent: int) -> dict:
