@@ -15,6 +15,9 @@ import numpy as np
 
 GREY = np.array([0.82, 0.82, 0.82])
 MAX_POINTS = 25_000
+TOP_POINT_SIZE = 7.0  # matplotlib marker area (pt^2): a 2 cm voxel map reads as surfaces, objects as blobs
+PERSPECTIVE_POINT_SIZE = 4.0
+LEGEND_ENTRIES = 16
 
 
 def _palette(k: int) -> np.ndarray:
@@ -63,7 +66,7 @@ def _subsample(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _top(ax, xyz: np.ndarray, colors: np.ndarray, title: str, bounds) -> None:
     order = np.argsort(xyz[:, 2])  # higher points drawn last
-    ax.scatter(xyz[order, 0], xyz[order, 1], c=colors[order], s=2.0, marker=".", linewidths=0)
+    ax.scatter(xyz[order, 0], xyz[order, 1], c=colors[order], s=TOP_POINT_SIZE, marker="o", linewidths=0)
     ax.set_title(title, fontsize=9)
     ax.set_aspect("equal")
     ax.set_xlim(bounds[0][0], bounds[1][0])
@@ -73,7 +76,8 @@ def _top(ax, xyz: np.ndarray, colors: np.ndarray, title: str, bounds) -> None:
 
 
 def _perspective(ax, xyz: np.ndarray, colors: np.ndarray, bounds) -> None:
-    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=colors, s=1.2, marker=".", linewidths=0, depthshade=False)
+    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=colors, s=PERSPECTIVE_POINT_SIZE, marker="o", linewidths=0,
+               depthshade=False)
     ax.view_init(elev=35, azim=-60)
     lo, hi = bounds
     ax.set_xlim(lo[0], hi[0])
@@ -81,6 +85,25 @@ def _perspective(ax, xyz: np.ndarray, colors: np.ndarray, bounds) -> None:
     ax.set_zlim(lo[2], hi[2])
     ax.set_box_aspect(tuple(np.maximum(hi - lo, 1e-3)))
     ax.set_axis_off()
+
+
+def legend_entries(ids: np.ndarray, colors: dict[int, np.ndarray], limit: int = LEGEND_ENTRIES
+                   ) -> list[tuple[str, np.ndarray]]:
+    """("id N (P pts)", colour) for the `limit` largest instances among `ids` (N ids; 0 = none)."""
+    values, counts = np.unique(ids[ids != 0], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:limit]
+    return [(f"id {int(values[k])} ({int(counts[k])} pts)", np.asarray(colors.get(int(values[k]), GREY)))
+            for k in order]
+
+
+def _legend(fig, entries: list[tuple[str, np.ndarray]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=color, label=label)
+               for label, color in entries]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False,
+                   title="fused map instances (largest first)", title_fontsize=8)
 
 
 def render_comparison(path, vertices: Optional[np.ndarray], gt_labels: Optional[np.ndarray],
@@ -122,15 +145,20 @@ def render_comparison(path, vertices: Optional[np.ndarray], gt_labels: Optional[
         objects = np.asarray(vertices, np.float64)[gt_labels // 1000 != 0]  # zoom on the annotated objects
         bounds = (np.maximum(bounds[0], objects.min(0) - 0.6), np.minimum(bounds[1], objects.max(0) + 0.6))
         bounds[0][2] = min(bounds[0][2], 0.0)
-    fig = plt.figure(figsize=(4.2 * len(clipped), 8.0), dpi=110)
-    for k, (name, xyz, colors) in enumerate(clipped):
+    shown = []
+    for name, xyz, colors in clipped:
         inside = np.all((xyz >= bounds[0]) & (xyz <= bounds[1]), axis=1)
-        xyz, colors = xyz[inside], colors[inside]
+        if inside.any():  # no empty panels
+            shown.append((name, xyz[inside], colors[inside]))
+    clipped = shown or clipped[-1:]
+    fig = plt.figure(figsize=(4.2 * len(clipped), 8.8), dpi=110)
+    for k, (name, xyz, colors) in enumerate(clipped):
         _top(fig.add_subplot(2, len(clipped), k + 1), xyz, colors, name + " — top view", bounds)
         _perspective(fig.add_subplot(2, len(clipped), len(clipped) + k + 1, projection="3d"), xyz, colors, bounds)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _legend(fig, legend_entries(np.asarray(map_ids), instance_colors))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

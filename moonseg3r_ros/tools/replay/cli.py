@@ -86,6 +86,18 @@ def print_summary(result: ReplayResult, table: bool = True) -> None:
         print(format_table(result.metrics))
 
 
+def render_picture(result: ReplayResult, source) -> Optional[Path]:
+    """OUT/instance_map.png, the demo's picture (tools/render.py); None when matplotlib fails."""
+    from moonseg3r_ros.tools.render import render_map_file
+
+    try:
+        return render_map_file(result.map_path, result.out / "instance_map.png", source.vertices, source.gt_labels,
+                               title=f"{source.scene}: {result.instances} instances", alignment=result.alignment)
+    except (ImportError, OSError, ValueError) as err:
+        print(f"moonseg3r replay: warning: no picture: {err}", file=sys.stderr)
+        return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,6 +123,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"moonseg3r replay: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print_summary(result)
+    picture = render_picture(result, source)
+    if picture is not None:
+        print(f"picture: {picture}")
     if result.pred_dir is None:
         print("moonseg3r replay: warning: no pred/ written: ScanNet predictions cover a mesh's vertices, and "
               f"{args.input} brings none (a bag holds no mesh); pass --vertices <scene>_vh_clean_2.ply and "
