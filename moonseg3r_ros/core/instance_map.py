@@ -15,7 +15,10 @@ Per-voxel rules (`integrate`)
       count goes negative (count := -count). Counts are capped at `max_point_weight`. Points with id 0
       (unassigned) update geometry/colour only.
     Instance records: first_seen / last_seen are the stamps of the first / latest `integrate` that
-    carried points of the id; confidence is the mean voxel confidence over the instance's voxels.
+    carried points of the id; confidence is the mean voxel confidence over the instance's voxels times
+    the observation score (`observation_score`): how often the instance was observed (got a mask) in the
+    keyframes in which it was in view (`count_keyframe`, called by the pipeline). A real object is matched
+    in most keyframes that see it; a spurious fragment is observed once and then missed while in view.
 
 Ids start at 1 and are never reused (`next_id()`; integrating an id >= the counter advances it).
 `prune` makes the voxels of tiny or stale instances unassigned (id 0); their geometry stays.
@@ -72,6 +75,16 @@ class _Meta:
     first_seen: float
     last_seen: float
     descriptor: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    observed: int = 0  # keyframes in which the instance got a mask (new or matched)
+    in_view: int = 0  # keyframes in which it was in view or observed (>= observed)
+
+
+def observation_score(observed: int, in_view: int) -> float:
+    """Keyframe counts -> score in [0, 1]: (observed / in_view) * (1 - 2^-observed); 1 when never counted
+    (maps filled by `integrate` alone keep their plain voxel confidence)."""
+    if in_view <= 0:
+        return 1.0
+    return (observed / in_view) * (1.0 - 0.5 ** observed)
 
 
 # Storage: the float columns live side by side in one Sx8 float32 array and the vote columns in one Sx2 int32
@@ -269,6 +282,7 @@ class InstanceMap:
 
     def _record(self, instance_id, confidence, count, centroid, lo, hi) -> InstanceRecord:
         meta = self._meta.get(instance_id) or _Meta(float("nan"), float("nan"))
+        confidence *= observation_score(meta.observed, meta.in_view)
         return InstanceRecord(instance_id, confidence, count, centroid, lo, hi, instance_color(instance_id),
                               meta.first_seen, meta.last_seen, meta.descriptor.copy())
 
@@ -279,6 +293,18 @@ class InstanceMap:
         meta = self._meta.setdefault(int(instance_id), _Meta(float("nan"), float("nan")))
         meta.descriptor = np.asarray(descriptor, np.float32).reshape(-1).copy()
         self._next_id = max(self._next_id, int(instance_id) + 1)
+
+    def count_keyframe(self, observed_ids, visible_ids) -> None:
+        """One keyframe's evidence: ids that got a mask, ids in view (memory cells visible, not occluded).
+        Every id in either list counts one keyframe in view; observed ids count one observation."""
+        observed = {int(i) for i in observed_ids}
+        for i in observed | {int(i) for i in visible_ids}:
+            if i <= 0:
+                continue
+            meta = self._meta.setdefault(i, _Meta(float("nan"), float("nan")))
+            meta.in_view += 1
+            meta.observed += i in observed
+            self._next_id = max(self._next_id, i + 1)
 
     # ------------------------------------------------------------------------------------------ edits
     def prune(self, now: float, min_points: Optional[int] = None, stale_after_s: Optional[float] = None
@@ -323,7 +349,8 @@ class InstanceMap:
         map_files.save_map(path, map_files.MapState(
             self.config, self._next_id, {name: self._col(name) for name in map_files.SLOT_ARRAYS}, meta_ids,
             np.array([m.first_seen for m in metas], np.float64), np.array([m.last_seen for m in metas], np.float64),
-            [m.descriptor for m in metas]))
+            [m.descriptor for m in metas], np.array([m.observed for m in metas], np.int64),
+            np.array([m.in_view for m in metas], np.int64)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstanceMap":
@@ -339,7 +366,7 @@ class InstanceMap:
                 if name != "keys":
                     instance_map._slots[name][:n] = values
         instance_map._meta = {int(i): _Meta(float(state.first_seen[k]), float(state.last_seen[k]),
-                                            state.descriptors[k])
+                                            state.descriptors[k], int(state.observed[k]), int(state.in_view[k]))
                               for k, i in enumerate(state.meta_ids.tolist())}
         instance_map._next_id = state.next_id
         return instance_map

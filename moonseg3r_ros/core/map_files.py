@@ -2,7 +2,7 @@
 
 Contents: magic, format version, MapConfig as JSON, the id counter, every per-voxel array (`SLOT_ARRAYS`:
 name -> dtype and trailing shape) and the instance metadata (ids, first/last seen stamps, descriptors
-concatenated with their lengths). `load_map` returns exactly what was saved or raises MapFileError; every
+concatenated with their lengths, keyframe counts observed / in view; files without the counts read as 0). `load_map` returns exactly what was saved or raises MapFileError; every
 field is validated first (map_validation: types, ranges, finiteness, id consistency; object arrays refused).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -44,6 +44,13 @@ class MapState:
     first_seen: np.ndarray  # I float64
     last_seen: np.ndarray  # I float64
     descriptors: list[np.ndarray]  # I float32[D_i]
+    observed: Optional[np.ndarray] = None  # I int64 keyframes observed (None: zeros)
+    in_view: Optional[np.ndarray] = None  # I int64 keyframes in view (None: zeros)
+
+    def __post_init__(self) -> None:
+        for name in ("observed", "in_view"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(np.shape(self.meta_ids), np.int64))
 
 
 def save_map(path: str | os.PathLike, state: MapState) -> None:
@@ -55,6 +62,7 @@ def save_map(path: str | os.PathLike, state: MapState) -> None:
         meta_ids=state.meta_ids, meta_first_seen=state.first_seen, meta_last_seen=state.last_seen,
         meta_desc_len=np.array([d.size for d in state.descriptors], np.int64),
         meta_desc_data=np.concatenate(state.descriptors + [np.zeros(0, np.float32)]),
+        meta_observed=state.observed, meta_in_view=state.in_view,
     )
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -105,7 +113,8 @@ def _state_from_arrays(a: dict[str, np.ndarray], path: str) -> MapState:
     if a["next_id"].shape != () or a["next_id"].dtype.kind not in "iu":
         raise MapFileError(f"{path}: invalid map: next_id is {a['next_id'].dtype} {a['next_id'].shape}, expected "
                            "one integer")
-    state = MapState(config, int(a["next_id"]), slots, ids, a["meta_first_seen"], a["meta_last_seen"], descriptors)
+    state = MapState(config, int(a["next_id"]), slots, ids, a["meta_first_seen"], a["meta_last_seen"], descriptors,
+                     a.get("meta_observed"), a.get("meta_in_view"))
     try:
         validate_state(state)  # every field, before anything replaces a running map
     except MapValidationError as err:

@@ -9,7 +9,8 @@ documented range. Unknown keys are ignored (they are listed by `unknown_config_k
                weight finite and > 0 (not bounded by max_point_weight: that may have changed while running);
                vote_id >= 0; vote_count >= 0
     instances  ids >= 1, strictly ascending; stamps float64 (finite or NaN = never seen, first <= last);
-               descriptor lengths >= 0 summing to the data, which is finite float32
+               descriptor lengths >= 0 summing to the data, which is finite float32; keyframe counts
+               integers with 0 <= observed <= in_view
     next_id    > every id (records and voxel votes) and <= MAX_INSTANCE_ID
 Ids index dense per-id tables in InstanceMap (its per-frame work grows with the largest id and next_id), so
 ids are limited to MAX_INSTANCE_ID, far above what a run creates (one id per new instance), far below the
@@ -139,6 +140,15 @@ def _check_instances(state: Any) -> None:
     for k, descriptor in enumerate(state.descriptors):
         if descriptor.dtype != np.float32 or not np.isfinite(descriptor).all():
             raise MapValidationError(f"descriptor of instance {int(ids[k])} is not finite float32")
+    _check_counts(np.asarray(state.observed), np.asarray(state.in_view), ids.shape)
+
+
+def _check_counts(observed: np.ndarray, in_view: np.ndarray, shape: tuple) -> None:
+    """Keyframe counts per instance: integers >= 0 with observed <= in_view."""
+    _require(observed.shape == in_view.shape == shape, "instance keyframe counts have inconsistent lengths")
+    _require(observed.dtype.kind in "iu" and in_view.dtype.kind in "iu", "instance keyframe counts are not integers")
+    _require(bool((observed >= 0).all() and (observed <= in_view).all()),
+             "instance keyframe counts: observed must be in [0, in_view]")
 
 
 def _check_next_id(next_id: Any, vote_id: np.ndarray, meta_ids: np.ndarray) -> None:

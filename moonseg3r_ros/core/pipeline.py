@@ -81,6 +81,7 @@ class _Keyframe:
     new_ids: list[int]
     matched_ids: list[int]
     merged: int
+    in_view: list[int] = dataclasses.field(default_factory=list)  # ids seen now (the visible-part boxes' ids)
 
 
 class MoonSeg3RPipeline:
@@ -286,7 +287,9 @@ class MoonSeg3RPipeline:
                 refined = self.decoder(lifted.queries, tokens, context)
             queries = refined.queries.float().cpu().numpy()
         with stage_timer(timings, "association"):
-            return self._associate(masks, queries, lifted.boxes, geometry, visible_boxes)
+            keyframe = self._associate(masks, queries, lifted.boxes, geometry, visible_boxes)
+        keyframe.in_view = sorted(visible_boxes)
+        return keyframe
 
     def _features_3d(self, geometry: FrameGeometry) -> Optional[torch.Tensor]:
         f3d = geometry.features_3d
@@ -378,6 +381,7 @@ class MoonSeg3RPipeline:
                                     geometry.confidence.reshape(-1).take(flat))
         self.memory.update(points, labels)
         self.bank.upsert(keyframe.ids.tolist(), keyframe.queries, keyframe.boxes, keyframe.tokens)
+        self.instance_map.count_keyframe(keyframe.ids.tolist(), keyframe.in_view)  # the observation score
         stored, _, _, _ = self.bank.get(keyframe.ids.tolist())
         for instance_id, query in zip(keyframe.ids.tolist(), stored):
             self.instance_map.set_descriptor(instance_id, query)
