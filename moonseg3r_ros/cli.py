@@ -31,6 +31,8 @@ BENCH = {
     "node": "moonseg3r_ros.tools.bench_node",
     "masks": "moonseg3r_ros.tools.bench_masks",
     "scenes": "moonseg3r_ros.tools.eval_scenes",
+    "replays": "moonseg3r_ros.tools.bench_replays",
+    "burst": "moonseg3r_ros.tools.bench_burst",
 }
 HELP = {
     "replay": "replay a sequence or bag through the MoonSeg3R node/pipeline (moonseg3r_ros.tools.replay)",

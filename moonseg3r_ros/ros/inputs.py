@@ -80,6 +80,12 @@ class IntrinsicsCache:
             return self._by_stamp.get(stamp_ns, self._latest)
 
 
+def pairing_capacity(config) -> int:
+    """Stamps the pairing keeps waiting: sync.buffer_size, and at least input_depth, so that a burst whose
+    images still wait in their subscription's history does not evict side inputs that arrived ahead of them."""
+    return max(config.sync.buffer_size, config.input_depth)
+
+
 def needed_streams(config: PipelineConfig) -> list[str]:
     """Every input stream the configuration waits for: the image, its side inputs, camera_info with depth."""
     needs = ["image"] + side_inputs(config)
@@ -133,7 +139,7 @@ class InputsMixin:
             subs.append(self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group))
         needs = self._side_inputs()
         if self._pairing is not None:
-            self._pairing.capacity = cfg.sync.buffer_size
+            self._pairing.capacity = pairing_capacity(cfg)
         if self._queue is not None:  # queue settings may have changed while inactive
             self._queue.capacity, self._queue.drop_policy = cfg.queue_size, cfg.drop_policy
         if "depth" in needs:
