@@ -109,3 +109,33 @@ def test_bridge_publishes_and_answers(world):
         node.destroy_node()
         listener.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_map_outputs_follow_the_monocular_alignment(world):
+    """InstanceMap records and cloud points go out in frames.map: unchanged without an alignment, moved by it
+    (boxes recomputed), withheld while it is pending."""
+    from moonseg3r_ros.ros.nav_node import NavMixin
+
+    class Host(NavMixin):
+        def __init__(self, transform):
+            self._nav = None if isinstance(transform, str) else types.SimpleNamespace(output_transform=lambda: transform)
+            self.counts = {}
+
+        def _count(self, key, n=1):
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    pipeline = types.SimpleNamespace(instance_map=world)
+    records = world.instances()
+    xyz = world.points()[0]
+    plain = Host("none")
+    assert plain._records_for_output(pipeline, records) is records and plain._points_for_output(xyz) is xyz
+    pending = Host(None)
+    assert pending._records_for_output(pipeline, records) == [] and pending._points_for_output(xyz) is None
+    assert pending.counts == {"nav.waiting_for_alignment": 1}
+    similarity = np.diag([2.0, 2.0, 2.0, 1.0])
+    similarity[:3, 3] = [1.0, 0.0, 0.0]
+    moved = Host(similarity)
+    (box,) = moved._records_for_output(pipeline, records)
+    assert box.id == 3 and box.bbox_max[2] == pytest.approx(2 * records[0].bbox_max[2], abs=1e-5)
+    assert box.bbox_min[0] == pytest.approx(2 * records[0].bbox_min[0] + 1.0, abs=1e-5)
+    np.testing.assert_allclose(moved._points_for_output(xyz), 2.0 * xyz + [1.0, 0.0, 0.0], atol=1e-5)

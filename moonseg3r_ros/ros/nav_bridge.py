@@ -90,6 +90,10 @@ class NavBridge:
         frames.observe(pose_world, frame.stamp_ns)
         return frames.transforms(pose_world, frame.stamp_ns)
 
+    def output_transform(self) -> Optional[np.ndarray]:
+        """4x4 map <- pipeline world of every output (None while a monocular alignment is pending)."""
+        return self.frames.output_transform() if self.frames is not None else np.eye(4)
+
     def map_view(self) -> Optional[MapView]:
         transform = self.frames.output_transform() if self.frames is not None else np.eye(4)
         snap = self.snapshot()

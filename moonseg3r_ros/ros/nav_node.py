@@ -16,11 +16,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from moonseg3r_ros.core.occupancy import check_config
+from moonseg3r_ros.core.occupancy import check_config, rotate
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros import tf_chain
 from moonseg3r_ros.ros.inputs import side_inputs
 from moonseg3r_ros.ros.nav_bridge import NavBridge, camera_frame_of
+from moonseg3r_ros.ros.nav_outputs import map_view_in
 from moonseg3r_ros.ros.tf_buffer import TfError
 from moonseg3r_ros.ros.worker import StampPairing
 
@@ -104,6 +105,28 @@ class NavMixin:
             statics = tf_chain.static_transforms(frames, self.config.camera_to_base, frame.stamp)
             self._publish("tf_static", tf_chain.tf_message(statics))
         return tf_chain.pose_transforms(pose_c2w, frames, self.config.camera_to_base, frame.stamp)
+
+    def _output_transform(self) -> Optional[np.ndarray]:
+        return self._nav.output_transform() if self._nav is not None else np.eye(4)
+
+    def _records_for_output(self, pipeline: Any, records: list) -> list:
+        """The map's records in frames.map: as they are, moved by the monocular alignment (boxes recomputed
+        from the moved points), or none while that alignment is pending (counted)."""
+        transform = self._output_transform()
+        if transform is None:
+            self._count("nav.waiting_for_alignment", 1)
+            return []
+        if np.array_equal(transform, np.eye(4)):
+            return records
+        xyz, _, ids = pipeline.instance_map.points()
+        return map_view_in(xyz, ids, records, transform).records
+
+    def _points_for_output(self, xyz: np.ndarray) -> Optional[np.ndarray]:
+        """Nx3 map points in frames.map (None while a monocular alignment is pending)."""
+        transform = self._output_transform()
+        if transform is None or np.array_equal(transform, np.eye(4)):
+            return None if transform is None else xyz
+        return (rotate(xyz, transform[:3, :3]) + transform[:3, 3]).astype(np.float32)
 
     def _nav_keyframe(self, frame: Any, result: Any) -> None:
         if self._nav is not None:

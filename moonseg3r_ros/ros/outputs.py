@@ -112,7 +112,7 @@ class OutputsMixin:
 
     def _map_messages(self, pipeline, stamp: Time, frame_index: int, keyframes: int):
         """(InstanceMap msg, markers or None when off, records) of the pipeline's map, stamped `stamp`."""
-        records = pipeline.instance_map.instances()
+        records = self._records_for_output(pipeline, pipeline.instance_map.instances())  # in frames.map
         self._instance_count = len(records)
         msg = conv.instance_map_msg(records, self.config.frames.map, stamp, frame_index, keyframes,
                                     len(pipeline.instance_map), self.resolve_topic_name(self.config.topics.cloud))
@@ -173,6 +173,9 @@ class OutputsMixin:
                 if (color_by or self.config.cloud.color_by) == "instance" else None
         xyz, rgb, ids = map_cloud.voxel_downsample(xyz, rgb, ids,
                                                    self.config.cloud.voxel_size if voxel is None else voxel)
+        xyz = self._points_for_output(xyz)  # in frames.map (None: a monocular alignment is pending)
+        if xyz is None:
+            return None
         if colors is not None:
             rgb = map_cloud.instance_colors(ids, colors)
         return stamp, xyz.astype(np.float32, copy=False), rgb.astype(np.uint8, copy=False), ids
