@@ -113,6 +113,7 @@ def test_cloud_published_between_step_and_bookkeeping_pairs_stamp_with_its_conte
     assert len(clouds) >= 1
     for cloud in clouds:
         x = float(np.frombuffer(bytes(cloud.data), np.float32)[0])
-        assert x == cloud.header.stamp.sec, f"content of frame {x:.0f} under the stamp of frame {cloud.header.stamp.sec}"
+        stamp = cloud.header.stamp.sec
+        assert x == stamp, f"content of frame {x:.0f} under the stamp of frame {stamp}"
     assert clouds[0].header.stamp.sec == 2
     assert node.counters["frames_processed"] == 2
