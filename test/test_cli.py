@@ -82,7 +82,7 @@ def test_dispatch_passes_argv_through(monkeypatch):
 
 
 def test_missing_tool_and_unknown_bench_exit_2(capsys):
-    assert cli._run_tool("moonseg3r_ros.tools.not_written_yet", []) == 2
+    assert cli._run_tool("moonseg3r_ros.tools.not_written_yet", [], "moonseg3r not-written-yet") == 2
     assert "not available" in capsys.readouterr().err
     assert cli.main(["bench", "nosuch"]) == 2
     assert cli.main(["bench"]) == 2
