@@ -47,7 +47,6 @@ setup(
     maintainer_email=MAINTAINER.get("email"),
     description="MoonSeg3R: monocular online 3D instance segmentation (ROS 2 node + ROS-free core)",
     license=MANIFEST.findtext("license"),
-    license_files=["LICENSE"],
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
