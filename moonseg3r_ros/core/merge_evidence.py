@@ -45,45 +45,45 @@ def boundary_evidence(labels: np.ndarray, n: int, depth: np.ndarray, valid: np.n
     """labels HxW int (k+1 = mask k, 0 = none), depth HxW camera z, valid HxW bool, focal (fx, fy) in pixels
     -> BoundaryEvidence (see the module docstring; concave_angle in degrees)."""
     labels = np.asarray(labels)
-    z = np.asarray(depth, np.float64)
-    ok = np.asarray(valid, bool) & np.isfinite(z) & (z > 0)
-    w = np.where(ok, 1.0 / np.where(ok, z, 1.0), np.nan)
+    z = np.asarray(depth)
+    ok = np.asarray(valid, bool)
     shared = np.zeros(n * n, np.int64)
     smooth = np.zeros(n * n, np.int64)
     perimeter = np.zeros(n + 1, np.int64)
     limit = math.radians(concave_angle)
     for axis, f in ((1, focal[0]), (0, focal[1])):
-        lab = np.moveaxis(labels, axis, 0)  # pairs along the first axis: rows r, r + 1
-        inv = np.moveaxis(w, axis, 0)
+        lab = labels.T if axis else labels  # pairs along the first axis: rows r, r + 1 (a view, no copy)
         near, far = lab[:-1], lab[1:]
-        differ = near != far
-        rows, cols = np.nonzero(differ)
+        rows, cols = np.nonzero(near != far)
         li, lj = near[rows, cols].astype(np.int64), far[rows, cols].astype(np.int64)
         perimeter += np.bincount(li, minlength=n + 1)[: n + 1] + np.bincount(lj, minlength=n + 1)[: n + 1]
         both = (li > 0) & (lj > 0)
         rows, cols, li, lj = rows[both], cols[both], li[both] - 1, lj[both] - 1
         code = np.minimum(li, lj) * n + np.maximum(li, lj)
         shared += np.bincount(code, minlength=n * n)
-        good = _smooth_pairs(inv, rows, cols, f, depth_step, limit)
+        good = _smooth_pairs(z.T if axis else z, ok.T if axis else ok, rows, cols, f, depth_step, limit)
         smooth += np.bincount(code[good], minlength=n * n)
     shared = shared.reshape(n, n)
     smooth = smooth.reshape(n, n)
     return BoundaryEvidence(shared + shared.T, smooth + smooth.T, perimeter[1:])
 
 
-def _smooth_pairs(inv: np.ndarray, rows: np.ndarray, cols: np.ndarray, focal: float, depth_step: float,
-                  limit: float) -> np.ndarray:
-    """inv LxM inverse depth (nan = invalid), pairs (rows[k], cols[k]) - (rows[k] + 1, cols[k]) -> K bool smooth."""
-    length = inv.shape[0]
+def _smooth_pairs(z: np.ndarray, ok: np.ndarray, rows: np.ndarray, cols: np.ndarray, focal: float,
+                  depth_step: float, limit: float) -> np.ndarray:
+    """Depth LxM, valid LxM, pairs (rows[k], cols[k]) - (rows[k] + 1, cols[k]) -> K bool smooth.
+    Only the four pixels of each pair are read (inverse depth computed on them, not on the image)."""
+    length = z.shape[0]
     inside = (rows >= 1) & (rows + 2 < length)
     r = np.clip(rows, 1, max(length - 3, 1))
-    wa, wp, wq, wb = inv[r - 1, cols], inv[r, cols], inv[r + 1, cols], inv[r + 2, cols]
-    with np.errstate(invalid="ignore"):
+    around = np.stack([r - 1, r, r + 1, r + 2])  # 4xK rows of a, p, q, b
+    depth = z[around, cols[None, :]].astype(np.float64)
+    fine = ok[around, cols[None, :]].all(axis=0) & np.isfinite(depth).all(axis=0) & (depth > 0).all(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wa, wp, wq, wb = 1.0 / depth
         s1, sm, s2 = wp - wa, wq - wp, wb - wq
         jump = np.abs(sm - 0.5 * (s1 + s2)) > depth_step * wp
         crease = np.arctan(focal * s2 / wq) - np.arctan(focal * s1 / wp) > limit
-        finite = np.isfinite(wa) & np.isfinite(wp) & np.isfinite(wq) & np.isfinite(wb)
-    return inside & finite & ~jump & ~crease
+    return inside & fine & ~jump & ~crease
 
 
 def merge_allowed(evidence: BoundaryEvidence, min_shared: int = 5, min_shared_fraction: float = 0.05,
