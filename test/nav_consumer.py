@@ -47,7 +47,8 @@ def main(out_path: str, grid_topic: str, detections_topic: str) -> int:
                 if t.header.frame_id not in parents:
                     parents.append(t.header.frame_id)
                 tr, ro = t.transform.translation, t.transform.rotation
-                state["tf_edges"][f"{t.header.frame_id} {t.child_frame_id}"] = [tr.x, tr.y, tr.z, ro.x, ro.y, ro.z, ro.w]
+                edge = f"{t.header.frame_id} {t.child_frame_id}"
+                state["tf_edges"][edge] = [tr.x, tr.y, tr.z, ro.x, ro.y, ro.z, ro.w]
         dump()
 
     def on_grid(msg) -> None:

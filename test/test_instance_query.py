@@ -51,7 +51,8 @@ def test_order_and_limit():
 
 
 @pytest.mark.parametrize("query,message", [
-    (InstanceQuery(radius=float("nan")), "radius"), (InstanceQuery(center=(0.0, float("inf"), 0.0), radius=1.0), "center"),
+    (InstanceQuery(radius=float("nan")), "radius"),
+    (InstanceQuery(center=(0.0, float("inf"), 0.0), radius=1.0), "center"),
     (InstanceQuery(min_size=-1.0), "min_size"), (InstanceQuery(min_size=2.0, max_size=1.0), "max_size"),
     (InstanceQuery(max_results=-1), "max_results")])
 def test_invalid_queries_are_rejected(query, message):

@@ -30,7 +30,8 @@ def world():
     box = np.c_[rng.uniform(0.8, 1.2, (800, 2)), rng.uniform(0.0, 0.4, 800)]
     fused = InstanceMap(MapConfig(voxel_size=0.02))
     points = np.vstack([floor, box]).astype(np.float32)
-    fused.integrate(points, np.zeros_like(points, np.uint8), np.r_[np.zeros(3000), np.full(800, 3)].astype(np.int32), 1.0)
+    ids = np.r_[np.zeros(3000), np.full(800, 3)].astype(np.int32)
+    fused.integrate(points, np.zeros_like(points, np.uint8), ids, 1.0)
     return fused
 
 
@@ -61,7 +62,8 @@ def test_bridge_publishes_and_answers(world):
                            lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
         bridge.activate()
         got = {"det": [], "grid": [], "ids": [], "cloud": []}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         listener.create_subscription(Detection3DArray, "/bridge_host/detections", got["det"].append, 10)
         listener.create_subscription(OccupancyGrid, "/bridge_host/occupancy_grid", got["grid"].append, latched)
         listener.create_subscription(InstanceGrid, "/bridge_host/instance_grid", got["ids"].append, latched)
@@ -118,7 +120,8 @@ def test_map_outputs_follow_the_monocular_alignment(world):
 
     class Host(NavMixin):
         def __init__(self, transform):
-            self._nav = None if isinstance(transform, str) else types.SimpleNamespace(output_transform=lambda: transform)
+            bridge = types.SimpleNamespace(output_transform=lambda: transform)
+            self._nav = None if isinstance(transform, str) else bridge
             self.counts = {}
 
         def _count(self, key, n=1):

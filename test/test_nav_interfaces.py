@@ -161,7 +161,8 @@ def test_detections_and_query_cross_processes(peer, local_node):
     _spin_until(executor, future.done, peer)
     resp = future.result()
     assert resp is not None and resp.success and resp.message == "2 of 10"
-    assert [(inst.id, inst.centroid.x, list(inst.descriptor)) for inst in resp.instances] == [(4, 4.0, []), (9, 9.0, [])]
+    got = [(inst.id, inst.centroid.x, list(inst.descriptor)) for inst in resp.instances]
+    assert got == [(4, 4.0, []), (9, 9.0, [])]
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["peer"]:

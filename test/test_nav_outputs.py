@@ -22,7 +22,8 @@ STAMP = Time(sec=7, nanosec=5)
 
 def record(i, lo, hi, confidence=0.5):
     lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-    return InstanceRecord(i, confidence, 3, (lo + hi) / 2.0, lo, hi, instance_color(i), 0.0, 1.0, np.ones(4, np.float32))
+    return InstanceRecord(i, confidence, 3, (lo + hi) / 2.0, lo, hi, instance_color(i), 0.0, 1.0,
+                          np.ones(4, np.float32))
 
 
 def test_detections_carry_boxes_ids_and_scores():
@@ -70,7 +71,8 @@ def test_map_view_in_another_frame_recomputes_boxes():
     view = map_view_in(points, ids, records, transform)
     np.testing.assert_allclose(view.points[1], [1.0, 2.0, 0.0], atol=1e-12)
     (moved,) = view.records
-    np.testing.assert_allclose(moved.bbox_min, [1, 0, 0], atol=1e-6) and np.testing.assert_allclose(moved.bbox_max, [1, 2, 0], atol=1e-6)
+    np.testing.assert_allclose(moved.bbox_min, [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(moved.bbox_max, [1, 2, 0], atol=1e-6)
     np.testing.assert_allclose(moved.centroid, [1, 1, 0], atol=1e-12)
     assert moved.id == 2 and moved.confidence == records[0].confidence
 

@@ -74,7 +74,8 @@ def test_grid_matches_the_scene_cell_by_cell(scene, scene_grid):
     truth = footprint_truth(scene, info)
     sx, sy, _ = (s / 2 for s in scene.spec.room_size)
     centres = info.cell_centers()
-    inside_room = (np.abs(centres[..., 0]) < sx - 2 * info.resolution) & (np.abs(centres[..., 1]) < sy - 2 * info.resolution)
+    margin = 2 * info.resolution
+    inside_room = (np.abs(centres[..., 0]) < sx - margin) & (np.abs(centres[..., 1]) < sy - margin)
     known = grid.data != UNKNOWN
 
     for obj in scene.objects:  # every object's footprint core: seen, occupied, carrying the object's id
@@ -91,7 +92,7 @@ def test_grid_matches_the_scene_cell_by_cell(scene, scene_grid):
     assert (grid.data[seen_floor] == FREE).mean() >= 0.97
     assert np.all(grid.instance_ids[grid.data != OCCUPIED] == 0)
 
-    beyond_walls = (np.abs(centres[..., 0]) > sx + 2 * info.resolution) | (np.abs(centres[..., 1]) > sy + 2 * info.resolution)
+    beyond_walls = (np.abs(centres[..., 0]) > sx + margin) | (np.abs(centres[..., 1]) > sy + margin)
     assert beyond_walls.any() and np.all(grid.data[beyond_walls] == UNKNOWN), "nothing is seen behind the walls"
     half = info.resolution / 2
     on_wall_x = (np.abs(np.abs(centres[..., 0]) - sx) <= half) & (np.abs(centres[..., 1]) < sy)
@@ -150,7 +151,8 @@ def test_grid_layout_origin_and_stable_cells():
     assert (grid.info.width, grid.info.height) == (5, 5)
     np.testing.assert_allclose(grid.info.corner, [0.1, -0.4])
     position, quat = grid.info.origin_pose()
-    np.testing.assert_allclose(position, [0.1, -0.4, 0.0]) and np.testing.assert_allclose(quat, [0, 0, 0, 1])
+    np.testing.assert_allclose(position, [0.1, -0.4, 0.0])
+    np.testing.assert_allclose(quat, [0, 0, 0, 1])
     assert grid.data[0, 0] == FREE and grid.data[4, 4] == OCCUPIED and (grid.data == UNKNOWN).sum() == 23
     more = build_occupancy(np.vstack([points, [[-0.27, 0.5, 0.0]]]), np.zeros(4), config)
     shift = np.round((grid.info.corner - more.info.corner) / 0.1).astype(int)

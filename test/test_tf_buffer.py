@@ -62,7 +62,8 @@ def test_latest_common_time(robot):
 
 
 def test_errors_name_what_is_missing(robot):
-    with pytest.raises(TfExtrapolationError, match=r"future: requested 7\.0+ s but odom -> base_link has data for \[0\.0+, 4\.0+\] s"):
+    future = r"future: requested 7\.0+ s but odom -> base_link has data for \[0\.0+, 4\.0+\] s"
+    with pytest.raises(TfExtrapolationError, match=future):
         robot.lookup("map", "camera_optical_frame", 7 * S)
     robot.set_transform("odom", "base_link", pose(x=5.0), 15 * S)  # pushes samples older than 5 s out of the cache
     with pytest.raises(TfExtrapolationError, match="past"):
@@ -90,7 +91,8 @@ def test_messages_feed_the_buffer():
     msg = geometry_msgs.TransformStamped()
     msg.header.frame_id, msg.child_frame_id = "/map", "odom"
     msg.header.stamp.sec, msg.header.stamp.nanosec = 3, 500_000_000
-    msg.transform.translation.x, msg.transform.rotation.z, msg.transform.rotation.w = 1.5, math.sqrt(0.5), math.sqrt(0.5)
+    msg.transform.translation.x = 1.5
+    msg.transform.rotation.z, msg.transform.rotation.w = math.sqrt(0.5), math.sqrt(0.5)
     tf = TransformBuffer()
     tf.set_transform_msg(msg)
     np.testing.assert_allclose(tf.lookup("map", "odom", int(3.5 * S)), pose(1.5, yaw_deg=90.0), atol=1e-12)

@@ -146,7 +146,8 @@ class TransformBuffer:
         tr, ro = msg.transform.translation, msg.transform.rotation
         q = np.array([ro.x, ro.y, ro.z, ro.w], np.float64)
         if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
-            raise ValueError(f"transform {msg.header.frame_id} -> {msg.child_frame_id}: invalid quaternion {q.tolist()}")
+            raise ValueError(f"transform {msg.header.frame_id} -> {msg.child_frame_id}: "
+                             f"invalid quaternion {q.tolist()}")
         m = _matrix(np.array([tr.x, tr.y, tr.z], np.float64), q / np.linalg.norm(q))
         stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         self.set_transform(msg.header.frame_id, msg.child_frame_id, m, stamp_ns, static)

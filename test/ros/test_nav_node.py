@@ -66,7 +66,8 @@ class Run:
         streams = ["image", "camera_info", "depth", "instance_ids"] + (["pose"] if self.mode != "localization" else [])
         inputs = self.inputs = FramePublisher(client.node, streams,
                                               topics={s: t.lstrip("/") for s, t in CAMERA_REMAPS.items()})
-        tf_pub = client.node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        tf_pub = client.node.create_publisher(TFMessage, "/tf",
+                                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         static_pub = client.node.create_publisher(TFMessage, "/tf_static", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         robot = self.mode != "standalone"
@@ -100,7 +101,8 @@ class Run:
                     continue
                 if predicate(result):
                     return result
-        raise AssertionError(f"consumer did not see the expected outputs: {str(result)[:400]}\n{self.node.log()[-3000:]}")
+        raise AssertionError(f"consumer did not see the expected outputs: {str(result)[:400]}\n"
+                             f"{self.node.log()[-3000:]}")
 
     def tf_publishers(self) -> set[str]:
         return {info.node_name for info in self.client.node.get_publishers_info_by_topic("/tf")}
