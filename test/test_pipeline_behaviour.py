@@ -8,21 +8,18 @@ import pytest
 import torch
 
 from moonseg3r_ros.core.config import PipelineConfig
+from moonseg3r_ros.core.map_files import MapFileError
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+from test_cut3r_stream import MICRO  # the micro CUT3R configuration of the stream tests
+from test_pipeline import _config as pipeline_config
 
 K = np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]])
 
 
 def _config(**top):
-    config = PipelineConfig()
-    config.masks.source = "ground_truth"
-    config.masks.min_mask_area = 10
-    config.masks.min_valid_points = 5
+    """test_pipeline's configuration (ground-truth masks, every frame a keyframe, CPU), pruning below 10 points."""
+    config = pipeline_config(**top)
     config.map.min_instance_points = 10
-    config.keyframe_interval = 1
-    config.device = "cpu"
-    for k, v in top.items():
-        setattr(config, k, v)
     return config
 
 
@@ -103,39 +100,32 @@ def test_without_update_config_the_same_frames_match():
 
 
 # ---------------------------------------------------------------------------------------------- load_map
-def test_load_map_saved_with_another_map_config_keeps_its_own_config(tmp_path):
-    """Today: a map saved with another MapConfig keeps that config after load_map (so runtime changes of the
-    pipeline's map thresholds do not reach it); one saved with the same MapConfig shares the pipeline's.
-    (Issue 13 will make this consistent; this pins the current behaviour until then.)"""
+def test_load_map_saved_with_another_map_config_takes_its_layout_and_stays_shared(tmp_path):
+    """A map saved with another MapConfig defines the layout: config.map takes the saved values in place and the
+    loaded map shares it (so runtime threshold changes keep reaching it), as for a map saved with the same one."""
     other = MoonSeg3RPipeline(_config(prune_interval=0))
     other.config.map.voxel_size = 0.05
-    other.instance_map.config.voxel_size = 0.05
     _step(other, 0.0)
     other.instance_map.save(tmp_path / "coarse.npz")
-    same = MoonSeg3RPipeline(_config(prune_interval=0))
-    _step(same, 0.0)
-    same.instance_map.save(tmp_path / "same.npz")
 
     pipe = MoonSeg3RPipeline(_config(prune_interval=0))
+    assert pipe.config.map.voxel_size == 0.02
+    _step(pipe, 0.0)
     loaded = pipe.load_map(tmp_path / "coarse.npz")
-    assert pipe.instance_map is loaded and loaded.config.voxel_size == 0.05
-    assert loaded.config is not pipe.config.map and pipe.config.map.voxel_size == 0.02
-    pipe.config.map.min_instance_points = 1000
-    assert loaded.config.min_instance_points == 10  # not shared
-    pipe.config.map.min_instance_points = 10
+    assert pipe.instance_map is loaded and loaded.config is pipe.config.map
+    assert pipe.config.map.voxel_size == 0.05
     assert sorted(r.id for r in loaded.instances()) == [1, 2, 3]
-    assert pipe.stats["frames"] == 0 and len(pipe.bank) == 0  # a new sequence
-
-    shared = pipe.load_map(tmp_path / "same.npz")
-    assert shared.config is pipe.config.map
+    assert pipe.stats["frames"] == 0 and len(pipe.bank) == 0 and len(pipe.memory) == 0  # a new sequence
+    changed = copy.deepcopy(pipe.config)
+    changed.map.min_instance_points = 1000
+    pipe.update_config(changed, ["map.min_instance_points"])
+    assert loaded.config.min_instance_points == 1000  # runtime changes reach the loaded map
+    with pytest.raises(MapFileError, match="not found"):
+        pipe.load_map(tmp_path / "no_such_map.npz")
+    assert pipe.instance_map is loaded and pipe.config.map.voxel_size == 0.05  # a failed load changes nothing
 
 
 # ---------------------------------------------------------------------------------------------- CUT3R dtype
-MICRO = dict(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=4, dec_num_heads=2,
-             state_size=6, state_dec_num_heads=2, local_mem_size=8, ray_enc_num_heads=2, dpt_feature_dim=16,
-             dpt_layer_dims=(8, 8, 8, 8), rgb_head=True)
-
-
 @pytest.fixture(scope="module")
 def micro_cut3r():
     from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig
@@ -173,16 +163,18 @@ def test_cut3r_dtype_runs_under_autocast_on_the_cpu(micro_cut3r, dtype_name):
 
 # ---------------------------------------------------------------------------------------------- lifter weights
 def test_lifter_weights_come_from_the_refinement_file(tmp_path):
-    """refinement.weights = {"decoder": state_dict, "lifter": state_dict}: the decoder loads its part and the
-    lifter, built at the first keyframe, the other (QueryDecoder.extras["lifter"])."""
+    """A refiner file (refinement.mode trained) holds eta, phi and psi: the lifter, built at the first keyframe,
+    takes the file's "lifter.*" tensors (QueryDecoder.extras["lifter"]), not its seeded initialisation."""
+    from moonseg3r_ros.core.pixel_head import PixelHead
     from moonseg3r_ros.core.refinement import QueryDecoder
+    from moonseg3r_ros.core.refiner_weights import feature_signature, save_refiner
 
-    def tiny(weights: str = ""):
+    def tiny(mode: str = "identity", weights: str = ""):
         config = _config(prune_interval=0)
         config.geometry.recorded_features, config.geometry.feature_patch = True, 8
         config.features.dim = 16
         config.refinement.num_heads, config.refinement.num_layers = 2, 2
-        config.refinement.weights = weights
+        config.refinement.mode, config.refinement.weights = mode, weights
         return config
 
     plain = MoonSeg3RPipeline(tiny())
@@ -192,15 +184,16 @@ def test_lifter_weights_come_from_the_refinement_file(tmp_path):
     with torch.no_grad():
         for p in trained_lifter.parameters():
             p.add_(0.25)
-    decoder = QueryDecoder(16, plain.backbone.out_channels, 2, 2, run_untrained=True, seed=3)
-    path = tmp_path / "refinement.pt"
-    torch.save({"decoder": decoder.state_dict(), "lifter": trained_lifter.state_dict()}, path)
+    dim, semantic, geometric = 16, plain.backbone.out_channels, plain.lifter.geometric_dim
+    modules = {"lifter": trained_lifter, "decoder": QueryDecoder(dim, dim, 2, 2, run_untrained=True, seed=3),
+               "pixel_head": PixelHead(semantic, geometric, dim, 8)}
+    dims = {"dim": dim, "semantic_dim": semantic, "geometric_dim": geometric, "pixel_hidden": 8,
+            "num_layers": 2, "num_heads": 2, "cosine_logits": True}
+    path = save_refiner(tmp_path / "refiner.safetensors", modules, dims, feature_signature(tiny()))
 
-    pipe = MoonSeg3RPipeline(tiny(str(path)))
+    pipe = MoonSeg3RPipeline(tiny("trained", str(path)))
     assert pipe.refinement_mode == "trained"
-    for name, value in decoder.state_dict().items():
-        assert torch.equal(pipe.decoder.state_dict()[name], value), name
-    _step(pipe, 0.0)  # the lifter is built at the first keyframe, with the file's "lifter" entry
+    _step(pipe, 0.0)  # the lifter is built at the first keyframe, from the file's lifter tensors
     state = pipe.lifter.state_dict()
     assert set(state) == set(seeded)
     for name, value in trained_lifter.state_dict().items():
