@@ -57,7 +57,7 @@ class MaskConfig:
     min_valid_points: int = param(20, "Masks with fewer pixels of valid geometry are dropped.", 1, 10_000_000)
     weight_free_depth_threshold: float = param(0.04, "Weight-free masks: relative depth step that separates "
                                                      "neighbouring pixels.", 0.0, 10.0)
-    rgbd_depth_threshold: float = param(0.03, "RGB-D masks: relative depth step that separates neighbouring "
+    rgbd_depth_threshold: float = param(0.02, "RGB-D masks: relative depth step that separates neighbouring "
                                               "pixels.", 0.0, 10.0)
     rgbd_concave_degrees: float = param(20.0, "RGB-D masks: concave crease angle that separates an object from "
                                               "its support or a touching object.", 0.0, 180.0)

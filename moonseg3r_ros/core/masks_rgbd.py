@@ -34,7 +34,7 @@ from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
 @dataclass
 class RgbdSegmentParams:
     work_long_side: int = 320  # pixels of the working grid's long side
-    depth_threshold: float = 0.03  # relative depth step that separates neighbours
+    depth_threshold: float = 0.02  # relative depth step that separates neighbours
     concave_degrees: float = 20.0  # crease angle that separates concave neighbours
     crease_step: int = 2  # pixels on either side of an edge whose normals measure the crease
     max_planes: int = 4
