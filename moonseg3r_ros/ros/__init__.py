@@ -13,4 +13,9 @@ Modules:
                     services, run-time parameter changes
     main.py         running the node in a process (executor, signals, autostart)
     process.py      stop_process: signal a child process, wait, SIGKILL on timeout (ROS-free)
+    node_process.py node_client.py frame_publisher.py
+                    the one node driver of the tests, replay/demo and bench_node: the node as a child
+                    process (ROS-free), the in-process client (lifecycle, parameters, services, outputs),
+                    Frames -> input messages; testing.py: what the node tests share
+    dds.py          DDS settings of our tools: LOCALHOST, the domain-id rule, the Fast DDS profile (ROS-free)
 """
