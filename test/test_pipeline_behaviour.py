@@ -199,3 +199,34 @@ def test_lifter_weights_come_from_the_refinement_file(tmp_path):
     for name, value in trained_lifter.state_dict().items():
         assert torch.equal(state[name], value), name
     assert any(not torch.equal(state[name], seeded[name]) for name in seeded)  # not the seeded initialisation
+
+
+def test_a_torch_refinement_file_gives_the_decoder_and_the_lifter_their_weights(tmp_path):
+    """refinement.weights = torch file {"decoder": state_dict, "lifter": state_dict} (not a refiner file): the
+    decoder loads its part (QueryDecoder.load_weights) and the lifter the other."""
+    from moonseg3r_ros.core.refinement import QueryDecoder
+
+    def tiny(weights: str = ""):
+        config = _config(prune_interval=0)
+        config.features.dim = 16
+        config.refinement.num_heads, config.refinement.num_layers = 2, 2
+        config.refinement.mode, config.refinement.weights = "trained", weights
+        return config
+
+    plain = MoonSeg3RPipeline(tiny())
+    _step(plain, 0.0)
+    trained_lifter = copy.deepcopy(plain.lifter)
+    with torch.no_grad():
+        for p in trained_lifter.parameters():
+            p.add_(0.25)
+    decoder = QueryDecoder(16, plain.backbone.out_channels, 2, 2, run_untrained=True, seed=3)
+    path = tmp_path / "refinement.pt"
+    torch.save({"decoder": decoder.state_dict(), "lifter": trained_lifter.state_dict()}, path)
+
+    pipe = MoonSeg3RPipeline(tiny(str(path)))
+    assert pipe.refinement_mode == "trained"
+    for name, value in decoder.state_dict().items():
+        assert torch.equal(pipe.decoder.state_dict()[name], value), name
+    _step(pipe, 0.0)
+    for name, value in trained_lifter.state_dict().items():
+        assert torch.equal(pipe.lifter.state_dict()[name], value), name

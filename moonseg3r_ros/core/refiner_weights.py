@@ -97,9 +97,11 @@ def save_refiner(path: str | Path, modules: dict, dims: dict, features: dict, tr
 
 def is_refiner_file(path: str | Path) -> bool:
     """True when the file is a safetensors file carrying the refiner metadata."""
+    from safetensors import SafetensorError
+
     try:
         return META_KEY in (_read_metadata(path) or {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, SafetensorError):  # e.g. a torch file: not a refiner file
         return False
 
 
