@@ -7,7 +7,7 @@ and a per-pixel body-id mask in one call.
 Camera conventions (the package's, see core/camera.py): `pose_c2w` is camera-to-world in the optical frame
 (x right, y down, z forward); K has fx, fy and the principal point in pixel-centre coordinates. OpenGL's
 camera looks down -z with y up, so its camera-to-world is pose_c2w @ diag(1, -1, -1, 1). The projection
-matrix is built from K for the TinyRenderer's pixel grid, measured (data/tabletop.camera_check: floor
+matrix is built from K for the TinyRenderer's pixel grid, measured (data/scene_truth.camera_check: floor
 points on z = 0 to 0.01 mm, reprojection between frames to 0.05 mm): pixel centres lie at
 u = (x_ndc + 1) W / 2 and v = (1 - y_ndc) H / 2 - 1, not at the half-pixel offsets of OpenGL's rule. The
 non-linear depth buffer d in [0, 1] converts to z-depth as z = f n / (f - (f - n) d).

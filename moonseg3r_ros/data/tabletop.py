@@ -30,6 +30,9 @@ from moonseg3r_ros.data import tabletop_objects as to
 from moonseg3r_ros.data import textures as tx
 from moonseg3r_ros.data.bullet_scene import BulletWorld, Light
 from moonseg3r_ros.data.lazy import LazyFrames
+from moonseg3r_ros.data.scene_truth import camera_check, visible_vertex_set
+
+__all__ = ["KINDS", "TabletopScene", "TabletopSpec", "camera_check", "generate_tabletop"]
 
 KINDS = ("tabletop", "room")
 
@@ -360,37 +363,6 @@ def _random_light(rng: np.random.Generator) -> Light:
                  specular=float(rng.uniform(0.05, 0.3)), shadow=True)
 
 
-def _vertex_set(frames: TabletopFrames, spec: TabletopSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Back-project every frame (at most ~80k pixels each) and keep one point per voxel.
-
-    -> (Nx3 float32 vertices, N int64 instance ids, Nx3 uint8 colours, {instance id: label id})."""
-    from moonseg3r_ros.core.camera import backproject, to_world
-
-    stride = max(1, int(math.sqrt(spec.width * spec.height / 80000)))
-    keys, points, ids, colours = [], [], [], []
-    for frame in frames:
-        depth = frame.depth[::stride, ::stride]
-        K = frame.intrinsics.copy()
-        K[:2] /= stride  # pixel j of the subsampled grid is pixel j * stride of the full one
-        world = to_world(backproject(depth, K), frame.pose_c2w)
-        valid = depth > 0
-        pts, inst = world[valid], frame.instance_ids[::stride, ::stride][valid]
-        voxel = np.where(inst > 0, spec.object_voxel, spec.room_voxel)[:, None]
-        cell = np.floor(pts / voxel).astype(np.int64) + (1 << 20)
-        key = (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
-        key = np.where(inst > 0, key, -key - 1)  # separate key spaces for the two voxel sizes
-        _, first = np.unique(key, return_index=True)
-        keys.append(key[first])
-        points.append(pts[first])
-        ids.append(inst[first])
-        colours.append(frame.image[::stride, ::stride][valid][first])
-    key = np.concatenate(keys)
-    _, first = np.unique(key, return_index=True)
-    first.sort()
-    return (np.concatenate(points)[first].astype(np.float32), np.concatenate(ids)[first].astype(np.int64),
-            np.concatenate(colours)[first].astype(np.uint8), {})
-
-
 def generate_tabletop(spec: Optional[TabletopSpec] = None) -> TabletopScene:
     """Build the realistic scene described by `spec` (deterministic in spec.seed). Frames render lazily;
     the vertex set renders every frame once."""
@@ -406,7 +378,7 @@ def generate_tabletop(spec: Optional[TabletopSpec] = None) -> TabletopScene:
     K = intrinsics_for(spec)
     light = _random_light(np.random.default_rng(spec.seed + 15485863))
     frames = TabletopFrames(world, light, body_instance, poses, K, spec)
-    vertices, inst, colours, _ = _vertex_set(frames, spec)
+    vertices, inst, colours = visible_vertex_set(frames, spec.object_voxel, spec.room_voxel)
     label_of = np.zeros(len(layout.objects) + 1, np.int64)
     for obj in layout.objects:
         label_of[obj.instance_id] = obj.label_id
@@ -416,36 +388,3 @@ def generate_tabletop(spec: Optional[TabletopSpec] = None) -> TabletopScene:
 
 def spec_to_json(spec: TabletopSpec) -> str:
     return json.dumps(asdict(spec), indent=2)
-
-
-def camera_check(scene, first: int = 0, second: Optional[int] = None, occlusion_m: float = 0.05) -> dict:
-    """Numerical check of the camera model (principal point, depth conversion, pose convention).
-
-    Back-projects frame `first`'s depth to the world, projects it into frame `second` (default: a third of
-    the way along the sequence) and compares the projected z with that frame's depth, bilinearly
-    interpolated (points hidden there, farther than `occlusion_m` off, are left out). Also measures how far
-    floor pixels (instance 0 within 10 cm of z = 0) lie from the floor plane. Returns median/p90
-    disagreement in mm, the floor's median |z| in mm and the number of points compared.
-    """
-    from moonseg3r_ros.core.camera import backproject, project_points, to_world
-
-    second = second if second is not None else min(len(scene.frames) - 1, first + max(1, len(scene.frames) // 3))
-    a, b = scene.frames[first], scene.frames[second]
-    valid = a.depth > 0
-    world = to_world(backproject(a.depth, a.intrinsics), a.pose_c2w)[valid].astype(np.float64)
-    u, v, z = project_points(world, b.pose_c2w, b.intrinsics)
-    h, w = b.depth.shape
-    inside = (z > 0) & (u >= 0) & (v >= 0) & (u <= w - 1.001) & (v <= h - 1.001)
-    u, v, z = u[inside], v[inside], z[inside]
-    j, i = np.floor(u).astype(int), np.floor(v).astype(int)
-    fu, fv = u - j, v - i
-    corners = np.stack([b.depth[i, j], b.depth[i, j + 1], b.depth[i + 1, j], b.depth[i + 1, j + 1]])
-    weights = np.stack([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
-    seen = (corners > 0).all(0) & (np.ptp(corners, axis=0) < 0.02)  # skip depth edges
-    diff = np.abs((corners * weights).sum(0) - z)[seen]
-    diff = diff[diff < occlusion_m]
-    floor = world[:, 2][(a.instance_ids[valid] == 0) & (np.abs(world[:, 2]) < 0.1)]
-    return {"frames": (first, second), "points": int(len(diff)),
-            "reprojection_mm_median": float(np.median(diff) * 1000) if len(diff) else math.inf,
-            "reprojection_mm_p90": float(np.percentile(diff, 90) * 1000) if len(diff) else math.inf,
-            "floor_mm_median": float(np.median(np.abs(floor)) * 1000) if len(floor) else math.inf}
