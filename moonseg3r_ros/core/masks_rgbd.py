@@ -45,8 +45,8 @@ class RgbdSegmentParams:
     color_crease_degrees: float = 6.0
     behind_fraction: float = 0.9  # a segment this much behind a support plane and touching it is part of it
     fragment_pixels: int = 30  # smaller segments (working grid) are absorbed by their nearest neighbour
-    min_contact: int = 4
-    contact_depth: float = 0.15  # relative depth step up to which two segments still touch (for joining)  # depth-continuous boundary pixels that make two segments touch
+    min_contact: int = 4  # boundary pixels that make two segments touch
+    contact_depth: float = 0.15  # relative depth step up to which two segments still touch (for joining)
     seed: int = 0
 
 
