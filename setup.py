@@ -39,7 +39,8 @@ setup(
     name=PACKAGE,
     version=MANIFEST.findtext("version"),
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.ros": ["*.xml"]},  # the Fast DDS profile of the tools
+    package_data={f"{PACKAGE}.ros": ["*.xml"],  # the Fast DDS profile of the tools
+                  PACKAGE: ["weights/*.safetensors", "weights/*.yaml"]},  # shipped refiner weights
     data_files=data_files,
     install_requires=["setuptools"],
     zip_safe=True,

@@ -327,3 +327,19 @@ def test_validation_losses_are_logged_before_and_after_training(tmp_path, record
     assert last["val_total"] < first["val_total"]
     rows = (tmp_path / "eval.csv").read_text().splitlines()
     assert rows[0].startswith("step,val_total") and rows[0].endswith("ap,ap50,ap25") and len(rows) == 3
+
+
+def test_shipped_weights_are_found_only_for_the_features_they_were_trained_for():
+    from moonseg3r_ros.core.refiner_weights import SHIPPED_DIR, shipped_weights_for
+
+    shipped = sorted(SHIPPED_DIR.glob("*.safetensors"))
+    assert shipped and all(p.stat().st_size < 10_000_000 for p in shipped)
+    with_f3d = PipelineConfig()
+    with_f3d.geometry.recorded_features = True
+    path = shipped_weights_for(with_f3d)
+    assert path.endswith("nodownload_f3d.safetensors")
+    load_refiner(path)  # a valid refiner file
+    assert shipped_weights_for(PipelineConfig()) == ""  # the default features (no F3d): none shipped
+    other = PipelineConfig()
+    other.geometry.recorded_features, other.features.dim = True, 32
+    assert shipped_weights_for(other) == ""
