@@ -2,8 +2,9 @@
 
 Contents: magic, format version, MapConfig as JSON, the id counter, every per-voxel array (`SLOT_ARRAYS`:
 name -> dtype and trailing shape) and the instance metadata (ids, first/last seen stamps, descriptors
-concatenated with their lengths, keyframe counts observed / in view; files without the counts read as 0). `load_map` returns exactly what was saved or raises MapFileError; every
-field is validated first (map_validation: types, ranges, finiteness, id consistency; object arrays refused).
+concatenated with their lengths, keyframe counts observed / in view; files without the counts read as 0).
+`load_map` returns exactly what was saved or raises MapFileError; every field is validated first
+(map_validation: types, ranges, finiteness, id consistency; object arrays refused).
 """
 from __future__ import annotations
 
