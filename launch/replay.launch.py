@@ -2,7 +2,8 @@
 
     ros2 launch moonseg3r_ros replay.launch.py bag:=/data/synthetic_0000_bag
     ros2 launch moonseg3r_ros replay.launch.py bag:=/data/scene_bag masks_source:=ground_truth rate:=0.5
-    ros2 launch moonseg3r_ros replay.launch.py bag:=/data/scene_bag cut3r_checkpoint:=/w/cut3r.pth sam_checkpoint:=/w/sam_vit_b.pth
+    ros2 launch moonseg3r_ros replay.launch.py bag:=/data/scene_bag \
+        cut3r_checkpoint:=/w/cut3r.pth sam_checkpoint:=/w/sam_vit_b.pth
 
 Starts `ros2 bag play BAG --clock` (the bag's time on /clock) and the moonseg3r lifecycle node with
 use_sim_time:=true, autostart, drop_policy:=oldest, a large queue and reliable input QoS, so that no frame

@@ -10,7 +10,8 @@ def test_flat_names_match_the_field_specs_and_carry_descriptions():
     flat = flatten(PipelineConfig())
     specs = field_specs(PipelineConfig)
     assert set(flat) == set(specs)
-    assert {"keyframe_interval", "association.match_threshold", "masks.source", "geometry.cut3r_checkpoint"} <= set(flat)
+    expected = {"keyframe_interval", "association.match_threshold", "masks.source", "geometry.cut3r_checkpoint"}
+    assert expected <= set(flat)
     assert all(f.metadata.get("description") for f in specs.values())
     assert flat["association.merge_threshold"] == 0.8 and flat["association.match_threshold"] == 1.8
 

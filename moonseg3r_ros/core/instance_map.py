@@ -365,6 +365,7 @@ class InstanceMap:
             for name, values in state.slots.items():
                 if name != "keys":
                     instance_map._slots[name][:n] = values
+        assert state.observed is not None and state.in_view is not None  # filled by MapState
         instance_map._meta = {int(i): _Meta(float(state.first_seen[k]), float(state.last_seen[k]),
                                             state.descriptors[k], int(state.observed[k]), int(state.in_view[k]))
                               for k, i in enumerate(state.meta_ids.tolist())}

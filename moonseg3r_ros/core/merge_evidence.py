@@ -63,9 +63,9 @@ def boundary_evidence(labels: np.ndarray, n: int, depth: np.ndarray, valid: np.n
         shared += np.bincount(code, minlength=n * n)
         good = _smooth_pairs(z.T if axis else z, ok.T if axis else ok, rows, cols, f, depth_step, limit)
         smooth += np.bincount(code[good], minlength=n * n)
-    shared = shared.reshape(n, n)
-    smooth = smooth.reshape(n, n)
-    return BoundaryEvidence(shared + shared.T, smooth + smooth.T, perimeter[1:])
+    shared_nn = shared.reshape(n, n)
+    smooth_nn = smooth.reshape(n, n)
+    return BoundaryEvidence(shared_nn + shared_nn.T, smooth_nn + smooth_nn.T, perimeter[1:])
 
 
 def _smooth_pairs(z: np.ndarray, ok: np.ndarray, rows: np.ndarray, cols: np.ndarray, focal: float,

@@ -145,7 +145,7 @@ class MoonSeg3RPipeline:
                 closer = getattr(getattr(self, name), "close", None)
                 if closer is not None:
                     closer()
-            self.decoder, self.lifter = None, None  # type: ignore[assignment]  # closed: step() refuses
+            self.decoder, self.lifter = None, None  # closed: step() refuses
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -100,7 +100,9 @@ class PixelHead(nn.Module):
                              f"({self.semantic_dim} F2d + {self.geometric_dim} F3d + {2 * self.pos_frequencies} "
                              f"position), got {features.shape[0]}")
         channels, height, width = features.shape
-        weight = self.mlp[0].weight
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear)
+        weight = first.weight
         tokens = features.reshape(channels, -1).T.to(weight.device, weight.dtype)  # (h*w) x C
         return self.mlp(tokens).T.reshape(self.dim, height, width)
 
@@ -109,7 +111,9 @@ class PixelHead(nn.Module):
         _, height, width = positions.shape
         flat = positions.reshape(3, -1).T.float()
         known = torch.isfinite(flat).all(dim=1, keepdim=True)
-        encoded = fourier_encoding(torch.where(known, flat, torch.zeros_like(flat)), self.pos_bands) * known
+        bands = self.pos_bands
+        assert isinstance(bands, torch.Tensor)
+        encoded = fourier_encoding(torch.where(known, flat, torch.zeros_like(flat)), bands) * known
         return encoded.T.reshape(-1, height, width)
 
 

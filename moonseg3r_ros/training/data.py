@@ -33,7 +33,7 @@ import torch
 
 from moonseg3r_ros.core.config import PipelineConfig, flatten
 from moonseg3r_ros.core.lifting import QueryLifter, mask_point_stats, stats_stride
-from moonseg3r_ros.core.masks import as_mask_set, select_masks, subgrid_members
+from moonseg3r_ros.core.masks import select_masks, subgrid_members
 from moonseg3r_ros.core.types import FrameGeometry, MaskSet
 
 LOGGER = logging.getLogger("moonseg3r")

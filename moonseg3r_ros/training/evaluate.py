@@ -43,7 +43,8 @@ def evaluate_config(config: PipelineConfig, sequences: list[str], out_dir: str |
     for path in sequences:
         pipeline, sequence = run_sequence(config, path)
         if sequence.vertices is None or sequence.vertex_labels is None:
-            raise ValueError(f"evaluation sequence {path} has no mesh/ground truth (<scene>_vh_clean_2.ply, <scene>.txt)")
+            raise ValueError(f"evaluation sequence {path} has no mesh/ground truth "
+                             "(<scene>_vh_clean_2.ply, <scene>.txt)")
         pipeline.instance_map.export_scannet(np.asarray(sequence.vertices, np.float64), pred, sequence.name)
         np.savetxt(gt / f"{sequence.name}.txt", np.asarray(sequence.vertex_labels, np.int64), fmt="%d")
         pipeline.close()

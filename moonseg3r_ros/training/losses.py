@@ -1,7 +1,8 @@
 """The three self-supervised losses of MoonSeg3R's query refinement (paper's Figure 2 (b) and (c)).
 
 L_seg   Each refined query q'_m predicts its own 2D mask: BCE + Dice between sigmoid(logit(q'_m, psi(F))) and
-        mask m (logits: `PixelHead.logits`, a scaled cosine by default). With point sampling (`points` > 0) both are evaluated at `points` random pixel positions
+        mask m (logits: `PixelHead.logits`, a scaled cosine by default). With point sampling (`points` > 0)
+        both are evaluated at `points` random pixel positions
         shared by all masks of the frame (logits bilinearly sampled from the patch grid, targets read at the
         pixel); with `points` = 0 at every pixel (logits bilinearly upsampled to HxW).
         BCE is the mean over masks and points; Dice = mean over masks of 1 - (2 sum(p t) + 1) / (sum p + sum t + 1).

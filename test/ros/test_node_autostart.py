@@ -23,7 +23,9 @@ def test_autostart_base_chain_and_map_saved_on_sigint(ros_context, tmp_path, sma
         assert client.spin_until(lambda: "moonseg3r" in client.node.get_node_names(), 60)
         assert client.spin_until(lambda: client.get_state() == "active", 120), proc.log()
         client.feed(small_frames, 10.0)
-        assert client.spin_until(lambda: len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2, 120)
+        def done() -> bool:
+            return len(client["tf"]) >= len(small_frames) and len(client["instance_map"]) >= 2
+        assert client.spin_until(done, 120)
         static = client["tf_static"].last().transforms[0]
         assert (static.header.frame_id, static.child_frame_id) == ("base_link", "camera_optical")
         base_to_camera = conv.xyz_quat_to_matrix(camera_to_base)

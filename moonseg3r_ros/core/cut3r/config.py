@@ -127,8 +127,11 @@ class Cut3rConfig:
         if match is None:
             raise ValueError(f"not an ARCroco3DStereo model string: {text[:120]!r}")
         call = ast.parse(f"f({match.group(1)})", mode="eval").body
-        kwargs = {}
+        assert isinstance(call, ast.Call)
+        kwargs: dict[str, Any] = {}
         for keyword in call.keywords:
+            if keyword.arg is None:
+                raise ValueError("**kwargs in an ARCroco3DStereo model string are not supported")
             kwargs[keyword.arg] = _literal(keyword.value)
         return cls.from_official(kwargs)
 

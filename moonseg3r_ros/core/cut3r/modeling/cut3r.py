@@ -113,6 +113,7 @@ class Cut3r(nn.Module):
             self.state_feat, self.state_pos, self.mem = self.initial_state(batch, img.device)
         elif self.state_feat.shape[0] != batch:
             raise ValueError(f"batch size changed from {self.state_feat.shape[0]} to {batch}; call reset() first")
+        assert self.state_pos is not None and self.mem is not None  # set together with state_feat
         autocast = (torch.autocast(device_type=img.device.type, dtype=amp_dtype) if amp_dtype is not None
                     else nullcontext())
         with autocast:

@@ -26,7 +26,8 @@ class PatchEmbed(nn.Module):
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}")
         x = self.proj(image)
-        return x.flatten(2).transpose(1, 2), patch_positions(b, h // self.patch_size, w // self.patch_size, image.device)
+        positions = patch_positions(b, h // self.patch_size, w // self.patch_size, image.device)
+        return x.flatten(2).transpose(1, 2), positions
 
 
 def patch_positions(batch: int, rows: int, cols: int, device: torch.device) -> torch.Tensor:
