@@ -237,6 +237,22 @@ class NodeClient:
         pub = self.inputs[key]
         return self.spin_until(lambda: pub.get_subscription_count() >= count, timeout)
 
+    def wait_inputs_matched(self, timeout: float = 15.0, silent_after: float = 3.0) -> bool:
+        """The other half of the handshake: the node's diagnostics say each of its input subscriptions has
+        matched a publisher (our publishers seeing the node is not enough: its side may match later and drop
+        the first camera_info). Gives up after `silent_after` s when the node sends no diagnostics at all."""
+        if "diagnostics" not in self.collectors:
+            return False
+
+        def matched() -> bool:
+            values = self._diagnostics
+            return counter_value(values, "inputs") > 0 and \
+                counter_value(values, "inputs_matched") == counter_value(values, "inputs")
+
+        if not self.spin_until(lambda: matched() or self.diagnostics_count > 0, silent_after):
+            return False
+        return self.spin_until(matched, timeout)
+
     def make_input_publishers(self, ground_truth: bool = True, recorded: bool = True,
                               topics: Optional[dict[str, str]] = None) -> None:
         """Publishers for the camera streams (the `moonseg3r to-bag` topics unless `topics` names others)."""
@@ -262,6 +278,7 @@ class NodeClient:
         for key in self.inputs.pubs:
             if not self.wait_for_subscribers(key):
                 raise TimeoutError(f"nobody subscribed to the {key} input")
+        self.wait_inputs_matched()
         for i, frame in enumerate(frames):
             self.publish_frame(frame, conv.seconds_to_stamp(start_stamp + period * i))
             self.spin_for(0.02)
