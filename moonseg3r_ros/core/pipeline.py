@@ -35,17 +35,16 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
-from moonseg3r_ros.core import association as assoc
-from moonseg3r_ros.core import kernels, merge_evidence, model_files
-from moonseg3r_ros.core.camera import estimate_intrinsics
+from moonseg3r_ros.core import kernels, model_files
 from moonseg3r_ros.core.config import PipelineConfig, copy_fields, validate
 from moonseg3r_ros.core.devices import resolve_device
 from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
-from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
-from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, make_mask_source, paint_labels
+from moonseg3r_ros.core.keyframe_steps import KeyframeDraft, associate, contextual_queries
+from moonseg3r_ros.core.lifting import QueryLifter
+from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, make_mask_source
 from moonseg3r_ros.core.query_bank import QueryBank
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refiner_weights import build_refinement, frame_tokens
@@ -67,21 +66,6 @@ class MapSnapshot:
     instances: list[InstanceRecord]
     stamp: float  # stamp of the latest accepted frame (nan before the first)
     pose_c2w: Optional[np.ndarray]  # latest camera pose
-
-
-@dataclass
-class _Keyframe:
-    """What a keyframe computed before it is committed to the map."""
-
-    labels: np.ndarray  # HxW int32 map ids (0 = none)
-    ids: np.ndarray  # G int64 ids of the frame's instances
-    queries: np.ndarray  # GxD refined queries
-    boxes: np.ndarray  # Gx2x3
-    tokens: Optional[np.ndarray]  # GxS or None
-    new_ids: list[int]
-    matched_ids: list[int]
-    merged: int
-    in_view: list[int] = dataclasses.field(default_factory=list)  # ids seen now (the visible-part boxes' ids)
 
 
 class MoonSeg3RPipeline:
@@ -270,7 +254,7 @@ class MoonSeg3RPipeline:
         self.stats["masks_dropped_no_geometry"] += dropped
         return masks
 
-    def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> _Keyframe:
+    def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> KeyframeDraft:
         """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
         with stage_timer(timings, "features"):
             features_2d = self.backbone.extract(frame.image).to(self.device)
@@ -318,58 +302,15 @@ class MoonSeg3RPipeline:
         return self.lifter
 
     def _contextual_queries(self, geometry: FrameGeometry) -> tuple[Optional[torch.Tensor], dict[int, np.ndarray]]:
-        """P_t rasterises the memory: (queries VxD of the visible bank instances or None,
-        {id: 2x3 box of the part of that instance seen now} (box_overlap 'visible_iou'; else empty))."""
-        if len(self.memory) == 0:
-            return None, {}
-        height, width = geometry.valid.shape
-        k = geometry.intrinsics
-        if k is None:
-            k = estimate_intrinsics(geometry.points_cam, geometry.valid)
-        # depth = the camera z where valid: read only at the pixels of the projected cells (no HxW image built)
-        view = self.memory.retrieve(geometry.pose_c2w, k, height, width, depth_map=geometry.points_cam[..., 2],
-                                    depth_valid=geometry.valid, max_ids=self.config.memory.max_contextual_queries)
-        ids = [int(i) for i in view.ids if int(i) in self.bank]
-        if not ids:
-            return None, {}
-        visible_boxes: dict[int, np.ndarray] = {}
-        if self.config.association.box_overlap == "visible_iou" and self.lifter is not None:
-            # the part of each instance seen now: valid points of this frame in its memory cells, boxed as masks are
-            s = stats_stride(height, width, self.lifter.stats_pixels)
-            points = geometry.points_world[::s, ::s][geometry.valid[::s, ::s]]
-            seen = assoc.label_boxes(points, self.memory.ids_at(points), self.lifter.box_percentile,
-                                     self.lifter.box_padding, min_points=3)
-            visible_boxes = {i: seen[i] for i in ids if i in seen}
-        if self.config.memory.max_contextual_queries == 0:
-            return None, visible_boxes
-        queries, _, _, _ = self.bank.get(ids)
-        return torch.from_numpy(queries).to(self.device), visible_boxes
+        return contextual_queries(geometry, self.memory, self.bank, self.lifter, self.config.memory,
+                                  self.config.association.box_overlap, self.device)
 
     def _associate(self, masks: MaskSet, queries: np.ndarray, boxes: np.ndarray,
-                   geometry: FrameGeometry, visible_boxes: dict[int, np.ndarray]) -> _Keyframe:
-        """(d): state tokens, intra-frame merge, Hungarian matching; new ids for the unmatched."""
-        cfg = self.config.association
-        tokens = None
-        if geometry.state_attention is not None:
-            tokens = assoc.state_distribution_tokens(geometry.state_attention, masks)
-        allowed = merge_evidence.allowed_merges(masks, geometry, cfg) if cfg.merge_evidence == "boundary" else None
-        groups = assoc.merge_within_frame(queries, boxes, cfg.merge_threshold, cfg.merge_box_margin, allowed)
-        if len(groups) < len(masks):
-            masks, queries, boxes, tokens = assoc.combine_groups(groups, masks, queries, boxes, tokens)
-        matched = dict(assoc.match_to_bank(queries, tokens, boxes, self.bank, visible_boxes, cfg))
-        ids = np.zeros(len(masks), np.int64)
-        new_ids: list[int] = []
-        for g in range(len(masks)):
-            if g in matched:
-                ids[g] = matched[g]
-            else:
-                ids[g] = self.instance_map.next_id()
-                new_ids.append(int(ids[g]))
-        labels = paint_labels(masks, ids, geometry.valid)
-        return _Keyframe(labels, ids, queries, boxes, tokens, new_ids, sorted(matched.values()),
-                         int(sum(len(g) - 1 for g in groups)))
+                   geometry: FrameGeometry, visible_boxes: dict[int, np.ndarray]) -> KeyframeDraft:
+        return associate(masks, queries, boxes, geometry, visible_boxes, self.bank, self.instance_map,
+                         self.config.association)
 
-    def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: _Keyframe) -> None:
+    def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: KeyframeDraft) -> None:
         """Write the keyframe into the instance map, the query index memory and the bank; prune."""
         s = self.config.integrate_stride
         height, width = geometry.valid.shape
