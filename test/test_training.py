@@ -243,6 +243,19 @@ def test_config_rejects_unknown_and_mistyped_keys(tmp_path):
     assert config.loss.dist_weight == 0.2 and config.optim.steps == 7 and config.loss.seg_weight == 1.0
 
 
+def test_overrides_replace_yaml_values_and_are_validated(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("loss:\n  dist_weight: 0.2\npipeline:\n  masks.source: rgbd\n")
+    config = load_config(path, ["loss.dist_weight=0", "model.use_context=false", "pipeline.masks.source=ground_truth"])
+    assert config.loss.dist_weight == 0.0 and config.model.use_context is False
+    assert config.pipeline_config().masks.source == "ground_truth"
+    assert load_config(path).loss.dist_weight == 0.2  # the file itself is unchanged
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(path, ["dist_weight=0"])
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(path, ["loss.dist=0"])
+
+
 def test_cli_trains_from_a_yaml_file(tmp_path, scene):
     from moonseg3r_ros.cli import main
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from moonseg3r_ros.core.config import PipelineConfig, from_flat
 from moonseg3r_ros.training.data import DataConfig
@@ -109,11 +109,31 @@ def from_dict(values: dict) -> TrainConfig:
     return config
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def apply_override(values: dict, text: str) -> dict:
+    """'section.key=value' (value read as YAML; for `pipeline` the key is the dotted pipeline name) -> values."""
     import yaml
 
-    text = Path(path).read_text()
-    return from_dict(yaml.safe_load(text) or {})
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ValueError(f"training config: override '{text}' is not section.key=value")
+    values.setdefault(section, {})
+    if not isinstance(values[section], dict):
+        raise ValueError(f"training config: section '{section}' must be a mapping")
+    values[section][key] = yaml.safe_load(value)
+    return values
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The YAML file, with each 'section.key=value' of `overrides` applied before validation."""
+    import yaml
+
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"training config: {path} is not a mapping")
+    for text in overrides:
+        apply_override(values, text)
+    return from_dict(values)
 
 
 def to_dict(config: TrainConfig) -> dict:

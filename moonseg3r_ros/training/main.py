@@ -1,4 +1,4 @@
-"""`moonseg3r train --config FILE.yaml [--out DIR] [--steps N] [--fresh] [--quiet]` (see docs/training.md)."""
+"""`moonseg3r train --config FILE.yaml [--set SECTION.KEY=VALUE ...] [--out DIR] [--steps N] [--fresh] [--quiet]` (see docs/training.md)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(lifter eta, decoder phi, pixel head psi) with L_seg + L_dist + L_xseg.")
     parser.add_argument("--config", required=True, help="training YAML (sections pipeline, data, model, loss, "
                                                          "optim, run; see docs/training.md)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one value of the YAML (repeatable; e.g. loss.dist_weight=0, "
+                             "pipeline.masks.source=ground_truth)")
     parser.add_argument("--out", default=None, help="output folder (overrides run.out_dir)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides optim.steps)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in the output folder")
@@ -27,7 +30,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from moonseg3r_ros.training.trainer import Trainer
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.set)
     except (OSError, ValueError, KeyError) as err:
         print(f"moonseg3r train: error: {err}", file=sys.stderr)
         return 2
