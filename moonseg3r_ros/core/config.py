@@ -55,6 +55,10 @@ class MaskConfig:
     weight_free_color_threshold: float = param(0.03, "Weight-free masks: chromaticity step that separates "
                                                      "neighbouring pixels.", 0.0, 1.0)
     min_valid_points: int = param(20, "Masks with fewer pixels of valid geometry are dropped.", 1, 10_000_000)
+    asynchronous: bool = param(False, "Keyframe masks (and 2D features) on a worker thread: the geometry of the "
+                                      "following frames does not wait; keyframes are committed in frame order.")
+    max_pending: int = param(2, "Asynchronous masks: keyframes waiting for masks at most; a keyframe beyond "
+                                "this is dropped (counted in keyframes_dropped_pending).", 1, 64)
     weight_free_depth_threshold: float = param(0.04, "Weight-free masks: relative depth step that separates "
                                                      "neighbouring pixels.", 0.0, 10.0)
     rgbd_depth_threshold: float = param(0.02, "RGB-D masks: relative depth step that separates neighbouring "
