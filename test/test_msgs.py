@@ -9,13 +9,10 @@ repeatedly until it is terminated.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
+from peer_processes import DEADLINE_S, node_in_own_context, peer_process, spin_peer, spin_until
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not importable: run `make setup` (or source ROS 2)")
 
@@ -23,13 +20,11 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import Point, TransformStamped  # noqa: E402
 from moonseg3r_msgs.msg import Instance, InstanceMap  # noqa: E402
 from moonseg3r_msgs.srv import LoadMap, SaveMap  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import ColorRGBA, Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 NS = "/moonseg3r_msgs_test"
-DEADLINE_S = 60.0  # generous failure deadline for discovery on a loaded 2-core machine (not a timing test)
 
 
 # --- sample content, built identically in both processes ---------------------------------------------
@@ -80,11 +75,7 @@ def peer_main() -> None:
     ]
 
     node.create_timer(0.1, lambda: [pub.publish(msg) for pub, msg in pubs])
-    print("peer ready", flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+    spin_peer(node)
 
 
 # --- tests -------------------------------------------------------------------------------------------
@@ -124,39 +115,12 @@ def test_serialization_round_trip_in_process():
 
 @pytest.fixture(scope="module")
 def peer():
-    env = dict(os.environ)  # same ROS_DOMAIN_ID / LOCALHOST as this process (set by conftest)
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "peer"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    print("peer output:\n" + (out or ""))
+    yield from peer_process(__file__)
 
 
 @pytest.fixture
 def local_node():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("msgs_test", namespace=NS, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, done, peer_proc) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not done() and time.monotonic() < end:
-        assert peer_proc.poll() is None, "peer process died (see its output below)"
-        executor.spin_once(timeout_sec=0.1)
+    yield from node_in_own_context("msgs_test", NS)
 
 
 @pytest.mark.parametrize(
@@ -169,11 +133,11 @@ def test_message_crosses_processes(peer, local_node, topic, msg_type, expected):
     node, executor = local_node
     received = []
     node.create_subscription(msg_type, topic, received.append, 10)
-    _spin_until(executor, lambda: bool(received), peer)
+    spin_until(executor, lambda: bool(received), peer)
     assert received, f"no {msg_type.__name__} from the peer process on {NS}/{topic}"
     assert received[0] == expected
     # The publisher really is another process: the graph names it (graph updates arrive asynchronously).
-    _spin_until(executor, lambda: "msgs_peer" in node.get_node_names(), peer)
+    spin_until(executor, lambda: "msgs_peer" in node.get_node_names(), peer)
     assert "msgs_peer" in node.get_node_names()
     assert "msgs_peer" not in [n.get_name() for n in executor.get_nodes()]
 

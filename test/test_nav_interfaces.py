@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from peer_processes import node_in_own_context, peer_process, spin_peer, spin_until
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not importable: run `make setup` (or source ROS 2)")
 
@@ -21,13 +21,11 @@ from geometry_msgs.msg import Point  # noqa: E402
 from moonseg3r_msgs.msg import Instance, InstanceGrid  # noqa: E402
 from moonseg3r_msgs.srv import QueryInstances  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,  # noqa: E402
                              ObjectHypothesisWithPose)
 
 NS = "/moonseg3r_nav_interfaces_test"
-DEADLINE_S = 60.0  # failure deadline for discovery on a loaded machine (not a timing test)
 
 # The upstream vision_msgs 4.x layouts (ros-perception/vision_msgs, ros2 branch); a consumer built
 # against the real package deserialises our messages only if names, types and order all match.
@@ -73,11 +71,7 @@ def peer_main() -> None:
     pub = node.create_publisher(Detection3DArray, "detections", 10)
     node.create_service(QueryInstances, "query_instances", lambda req, _resp: answer(req))
     node.create_timer(0.1, lambda: pub.publish(sample_detections()))
-    print("peer ready", flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+    spin_peer(node)
 
 
 def test_vision_msgs_have_the_upstream_layout():
@@ -115,50 +109,26 @@ def test_occupancy_grid_instance_grid_and_query_service_fields():
 
 @pytest.fixture(scope="module")
 def peer():
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "peer"], env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    print("peer output:\n" + (out or ""))
+    yield from peer_process(__file__)
 
 
 @pytest.fixture
 def local_node():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("nav_test", namespace=NS, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, done, peer_proc) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not done() and time.monotonic() < end:
-        assert peer_proc.poll() is None, "peer process died (see its output below)"
-        executor.spin_once(timeout_sec=0.1)
+    yield from node_in_own_context("nav_test", NS)
 
 
 def test_detections_and_query_cross_processes(peer, local_node):
     node, executor = local_node
     received = []
     node.create_subscription(Detection3DArray, "detections", received.append, 10)
-    _spin_until(executor, lambda: bool(received), peer)
+    spin_until(executor, lambda: bool(received), peer)
     assert received and received[0] == sample_detections()
     assert [d.results[0].hypothesis.score for d in received[0].detections] == [0.375, 0.875]
 
     client = node.create_client(QueryInstances, "query_instances")
-    _spin_until(executor, client.service_is_ready, peer)
+    spin_until(executor, client.service_is_ready, peer)
     future = client.call_async(QueryInstances.Request(ids=[4, 9], include_descriptors=False))
-    _spin_until(executor, future.done, peer)
+    spin_until(executor, future.done, peer)
     resp = future.result()
     assert resp is not None and resp.success and resp.message == "2 of 10"
     got = [(inst.id, inst.centroid.x, list(inst.descriptor)) for inst in resp.instances]
