@@ -31,13 +31,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from moonseg3r_ros.core.camera import look_at, pinhole
 from moonseg3r_ros.core.types import Frame
+from moonseg3r_ros.data.generated_scene import GeneratedScene
 from moonseg3r_ros.data.lazy import LazyFrames
 
 SHAPES = ("box", "cylinder", "sphere")  # label_id = index + 1
@@ -326,31 +326,12 @@ class SyntheticFrames(LazyFrames):
 
 
 @dataclass
-class SyntheticScene:
-    """A generated scene: lazy frames plus the ground-truth vertex set."""
+class SyntheticScene(GeneratedScene):
+    """A generated primitives scene: lazy frames plus the ground-truth vertex set (fields: GeneratedScene)."""
 
     spec: SceneSpec
     frames: SyntheticFrames
-    vertices: np.ndarray  # Nx3 float32
-    vertex_labels: np.ndarray  # N int64, label_id * 1000 + instance_id, 0 = unannotated
-    vertex_colors: np.ndarray  # Nx3 uint8
     objects: list[SceneObject]
-    intrinsics: np.ndarray  # 3x3
-    poses: np.ndarray  # Fx4x4 camera-to-world
-
-    @property
-    def name(self) -> str:
-        return self.spec.scene_name
-
-    @property
-    def object_ids(self) -> list[int]:
-        return [o.instance_id for o in self.objects]
-
-    def save(self, out_dir, image_format: str = "jpg", progress: bool = False) -> Path:
-        """Write the ScanNet-style folder described in the module docstring; returns its path."""
-        from moonseg3r_ros.data.scannet_io import write_scannet_folder
-
-        return write_scannet_folder(self, Path(out_dir), image_format=image_format, progress=progress)
 
 
 def generate_scene(spec: Optional[SceneSpec] = None) -> SyntheticScene:

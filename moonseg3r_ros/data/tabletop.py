@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -29,6 +28,7 @@ from moonseg3r_ros.core.types import Frame
 from moonseg3r_ros.data import tabletop_objects as to
 from moonseg3r_ros.data import textures as tx
 from moonseg3r_ros.data.bullet_scene import BulletWorld, Light
+from moonseg3r_ros.data.generated_scene import GeneratedScene
 from moonseg3r_ros.data.lazy import LazyFrames
 from moonseg3r_ros.data.scene_truth import camera_check, visible_vertex_set
 
@@ -301,32 +301,14 @@ class TabletopFrames(LazyFrames):
 
 
 @dataclass
-class TabletopScene:
-    """A generated realistic scene: lazy frames, the ground-truth vertex set and the instances."""
+class TabletopScene(GeneratedScene):
+    """A generated realistic scene (fields: GeneratedScene; `objects`: supports first (table, shelf), then
+    objects; `vertex_labels` 0 = floor/walls) and its live pybullet world."""
 
     spec: TabletopSpec
     frames: TabletopFrames
-    vertices: np.ndarray  # Nx3 float32
-    vertex_labels: np.ndarray  # N int64, label_id * 1000 + instance_id, 0 = floor/walls
-    vertex_colors: np.ndarray  # Nx3 uint8
-    objects: list[SceneObject]  # supports first (table, shelf), then objects
-    intrinsics: np.ndarray  # 3x3
-    poses: np.ndarray  # Fx4x4
+    objects: list[SceneObject]
     world: BulletWorld = field(repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.spec.scene_name
-
-    @property
-    def object_ids(self) -> list[int]:
-        return [o.instance_id for o in self.objects]
-
-    def save(self, out_dir, image_format: str = "jpg", progress: bool = False) -> Path:
-        """Write the ScanNet-style folder of data/synthetic.py (JPEG quality 95 by default)."""
-        from moonseg3r_ros.data.scannet_io import write_scannet_folder
-
-        return write_scannet_folder(self, Path(out_dir), image_format=image_format, progress=progress)
 
 
 def _build(spec: TabletopSpec, world: BulletWorld) -> tuple[_Layout, np.ndarray]:
