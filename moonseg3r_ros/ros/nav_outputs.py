@@ -81,10 +81,12 @@ def detection_array_msg(records: Sequence[Any], frame_id: str, stamp: Any):
     return msg
 
 
-def _map_metadata(grid: OccupancyGrid, stamp: Any):
+def _grid_msg(msg: Any, grid: OccupancyGrid, frame_id: str, stamp: Any, data: array.array):
+    """Fills a nav_msgs/OccupancyGrid-like message (header, MapMetaData `info`, row-major `data`) for `grid`."""
     from nav_msgs.msg import MapMetaData
 
-    info = MapMetaData()
+    msg.header.frame_id, msg.header.stamp = frame_id, stamp
+    info = msg.info = MapMetaData()
     info.map_load_time = stamp
     info.resolution = float(grid.info.resolution)
     info.width, info.height = int(grid.info.width), int(grid.info.height)
@@ -92,29 +94,24 @@ def _map_metadata(grid: OccupancyGrid, stamp: Any):
     info.origin.position.x, info.origin.position.y, info.origin.position.z = (float(v) for v in position)
     o = info.origin.orientation
     o.x, o.y, o.z, o.w = (float(v) for v in quat)
-    return info
+    msg.data = data
+    return msg
 
 
 def occupancy_grid_msg(grid: OccupancyGrid, frame_id: str, stamp: Any):
     """core OccupancyGrid -> nav_msgs/OccupancyGrid (row-major int8: -1 unknown, 0 free, 100 occupied)."""
     from nav_msgs.msg import OccupancyGrid as GridMsg
 
-    msg = GridMsg()
-    msg.header.frame_id, msg.header.stamp = frame_id, stamp
-    msg.info = _map_metadata(grid, stamp)
-    msg.data = array.array("b", np.ascontiguousarray(grid.data, np.int8).tobytes())
-    return msg
+    data = array.array("b", np.ascontiguousarray(grid.data, np.int8).tobytes())
+    return _grid_msg(GridMsg(), grid, frame_id, stamp, data)
 
 
 def instance_grid_msg(grid: OccupancyGrid, frame_id: str, stamp: Any):
     """core OccupancyGrid's instance raster -> moonseg3r_msgs/InstanceGrid (same geometry as the grid)."""
     from moonseg3r_msgs.msg import InstanceGrid
 
-    msg = InstanceGrid()
-    msg.header.frame_id, msg.header.stamp = frame_id, stamp
-    msg.info = _map_metadata(grid, stamp)
-    msg.data = array.array("I", np.ascontiguousarray(grid.instance_ids, np.uint32).tobytes())
-    return msg
+    data = array.array("I", np.ascontiguousarray(grid.instance_ids, np.uint32).tobytes())
+    return _grid_msg(InstanceGrid(), grid, frame_id, stamp, data)
 
 
 def xyz_cloud_msg(points: np.ndarray, frame_id: str, stamp: Any):
