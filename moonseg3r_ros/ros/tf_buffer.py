@@ -219,13 +219,6 @@ class TransformBuffer:
             ancestor_from_target = self._edges[frame].at(stamp_ns, frame) @ ancestor_from_target
         return np.linalg.inv(ancestor_from_target) @ ancestor_from_source
 
-    def can_transform(self, target: str, source: str, stamp_ns: Optional[int] = None) -> bool:
-        try:
-            self.lookup(target, source, stamp_ns)
-            return True
-        except TfError:
-            return False
-
 
 def wait_for_lookup(buffer: Any, target: str, source: str, stamp_ns: int, timeout_s: float,
                     poll_s: float = 0.005) -> np.ndarray:
@@ -262,13 +255,6 @@ class Tf2RosBuffer:
             raise TfLookupError(str(exc)) from exc
         tr, ro = msg.transform.translation, msg.transform.rotation
         return _matrix(np.array([tr.x, tr.y, tr.z]), np.array([ro.x, ro.y, ro.z, ro.w]))
-
-    def can_transform(self, target: str, source: str, stamp_ns: Optional[int] = None) -> bool:
-        try:
-            self.lookup(target, source, stamp_ns)
-            return True
-        except TfError:
-            return False
 
 
 def tf_qos():
