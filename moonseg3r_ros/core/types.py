@@ -11,10 +11,12 @@ Conventions used everywhere in the core:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: data and tools import these types without loading torch
+    import torch
 
 
 @dataclass

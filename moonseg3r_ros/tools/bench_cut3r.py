@@ -10,19 +10,22 @@ import resource
 import statistics
 import sys
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch and the model load after the arguments are parsed (`--help` stays fast)
+    import torch
 
-from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig, load_checkpoint
-from moonseg3r_ros.core.cut3r.checkpoint import CheckpointError
-from moonseg3r_ros.core.untrusted_files import RefusedFileError
+    from moonseg3r_ros.core.cut3r import Cut3r, Cut3rConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
 
 
 def random_model(config: Cut3rConfig, device: torch.device, seed: int = 0) -> Cut3r:
     """A randomly initialised model built without a slow CPU init: meta -> empty on device -> quick fill."""
+    import torch
+
+    from moonseg3r_ros.core.cut3r import Cut3r
+
     with torch.device("meta"):
         model = Cut3r(config)
     model = model.to_empty(device=device)
@@ -47,6 +50,8 @@ def _rss_mib() -> float:
 
 
 def _memory_mib(device: torch.device) -> float:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return _rss_mib()
@@ -57,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--config", choices=("small", "full"), default="small",
                         help="small: the reference test configuration; full: the released 512 DPT model")
     parser.add_argument("--checkpoint", default="", help="optional checkpoint (else random weights)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="autocast dtype of encoder and decoders (heads stay float32)")
     parser.add_argument("--frames", type=int, default=100)
@@ -67,13 +72,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: leave torch's default)")
     parser.add_argument("--attention", action="store_true", help="also recompute the last layer's state attention")
     args = parser.parse_args(argv)
+    import torch
+
+    from moonseg3r_ros.core.cut3r import Cut3rConfig, load_checkpoint
+    from moonseg3r_ros.core.cut3r.checkpoint import CheckpointError
+    from moonseg3r_ros.core.untrusted_files import RefusedFileError
+
     if args.height % 16 or args.width % 16:
         parser.error("--height and --width must be multiples of 16")
     if args.frames < 1:
         parser.error("--frames must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = Cut3rConfig.small_test() if args.config == "small" else Cut3rConfig.full_512()
     if args.checkpoint:
         try:
@@ -83,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     else:
         model = random_model(config, device)
-    amp = None if args.dtype == "float32" else DTYPES[args.dtype]
+    amp = None if args.dtype == "float32" else getattr(torch, args.dtype)
     layers = [-1] if args.attention else None
     generator = torch.Generator(device=device).manual_seed(0)
     frames = [torch.rand(1, 3, args.height, args.width, device=device, generator=generator) * 2 - 1

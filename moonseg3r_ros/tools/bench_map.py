@@ -17,12 +17,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from moonseg3r_ros.core.association import match_to_map, merge_within_frame, state_distribution_tokens
 from moonseg3r_ros.core.camera import look_at, pinhole, project_points
 from moonseg3r_ros.core.config import MapConfig
-from moonseg3r_ros.core.instance_map import InstanceMap
-from moonseg3r_ros.core.query_bank import QueryBank
-from moonseg3r_ros.core.query_memory import QueryIndexMemory
 
 HEIGHT, WIDTH = 480, 640
 K = pinhole(500.0, WIDTH, HEIGHT)
@@ -112,6 +108,12 @@ def report(name: str, ms: np.ndarray) -> float:
 
 
 def keyframe_benchmark(repeats: int, rng: np.random.Generator, dim: int = 256, num_state: int = 768) -> None:
+    # the map stages load torch: imported here, after the arguments are parsed (`--help` stays fast)
+    from moonseg3r_ros.core.association import match_to_map, merge_within_frame, state_distribution_tokens
+    from moonseg3r_ros.core.instance_map import InstanceMap
+    from moonseg3r_ros.core.query_bank import QueryBank
+    from moonseg3r_ros.core.query_memory import QueryIndexMemory
+
     scene = make_scene(rng)
     instance_map = InstanceMap(MapConfig(voxel_size=0.02))
     instance_map.integrate(scene.points, scene.colors, scene.ids, 0.0)
@@ -179,6 +181,10 @@ def keyframe_benchmark(repeats: int, rng: np.random.Generator, dim: int = 256, n
 def stream_benchmark(frames: int, rng: np.random.Generator, keyframe_interval: int = 10,
                      report_every: int = 500, points_per_frame: int = 20_000) -> None:
     """Re-observe a bounded scene (200 objects in a 5 m room) for `frames` frames; print RSS and sizes."""
+    from moonseg3r_ros.core.instance_map import InstanceMap
+    from moonseg3r_ros.core.query_bank import QueryBank
+    from moonseg3r_ros.core.query_memory import QueryIndexMemory
+
     scene = make_scene(rng, num_objects=200, room=5.0, spacing=0.015)
     instance_map = InstanceMap(MapConfig(voxel_size=0.02))
     memory = QueryIndexMemory(voxel_size=0.05)
@@ -206,7 +212,7 @@ def stream_benchmark(frames: int, rng: np.random.Generator, keyframe_interval: i
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="moonseg3r bench map", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--frames", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)

@@ -14,11 +14,8 @@ import time
 from typing import Optional
 
 import numpy as np
-import torch
 
 from moonseg3r_ros.core.config import PipelineConfig
-from moonseg3r_ros.core.geometry import make_geometry_source
-from moonseg3r_ros.core.masks import make_mask_source
 
 SOURCES = ("rgbd", "weight_free")
 
@@ -51,6 +48,10 @@ def time_source(source, inputs: list, repeats: int) -> tuple[np.ndarray, float]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch  # after parsing: `--help` loads no torch
+
+    from moonseg3r_ros.core.geometry import make_geometry_source
+    from moonseg3r_ros.core.masks import make_mask_source
     from moonseg3r_ros.data.scenes import make_scene
 
     if args.threads > 0:

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from moonseg3r_ros.core.camera import look_at
 from moonseg3r_ros.core.config import PipelineConfig
-from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 from moonseg3r_ros.tools.bench_map import K, make_scene, masks_from_ids, peak_rss_mib, render, rss_mib
+
+if TYPE_CHECKING:  # the pipeline loads torch: imported where it is built, after parsing (`--help` stays fast)
+    from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 
 STAGES = ("input", "geometry", "masks", "features", "lifting", "memory", "refinement", "association", "map_update")
 NON_NETWORK = ("masks", "lifting", "memory", "refinement", "association", "map_update")
@@ -64,6 +66,8 @@ def _keyframe_inputs(scene, rng: np.random.Generator, num_masks: int = 100):
 
 
 def _run_keyframes(scene, rng, repeats: int, run_untrained: bool = False) -> dict[str, np.ndarray]:
+    from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+
     pipe = MoonSeg3RPipeline(_config(run_untrained))
     _prefill(pipe, scene, rng)
     inputs = _keyframe_inputs(scene, rng)
@@ -140,6 +144,8 @@ def stream_benchmark(frames: int, seed: int, views: int = 60, report_every: int 
         _, depth, id_map = render(scene.points, scene.ids, pose)
         rendered.append((pose, depth, id_map))
     image = np.full(rendered[0][1].shape + (3,), 128, np.uint8)
+    from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
+
     pipe = MoonSeg3RPipeline(_config(keyframe_interval=10))
     print(f"stream: {frames} frames of a bounded scene ({views} views replayed), keyframe every 10")
     start = time.perf_counter()
@@ -154,7 +160,7 @@ def stream_benchmark(frames: int, seed: int, views: int = 60, report_every: int 
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="moonseg3r bench pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--frames", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)

@@ -35,13 +35,27 @@ printed.
 Modules: inputs.py (bag / dataset folder -> frames), run.py (the node process, feeding, accounting),
 export.py (map.ply, ScanNet predictions, AP, alignment of monocular maps), cli.py (options, summary).
 """
-from moonseg3r_ros.eval.scannet_ap import json_safe
+import importlib
+from typing import Any
+
+from moonseg3r_ros.tools.replay.choices import GEOMETRY_SOURCES, MASK_SOURCES
 from moonseg3r_ros.tools.replay.cli import add_node_options, build_parser, main, options_from_args, print_summary
-from moonseg3r_ros.tools.replay.export import (ReplayResult, align_to_ground_truth, evaluate_labels, export_map,
-                                               umeyama)
 from moonseg3r_ros.tools.replay.inputs import ReplayError, ReplayInput, bag_image_count, is_bag, open_input
-from moonseg3r_ros.tools.replay.run import (GEOMETRY_SOURCES, MASK_SOURCES, NODE_NAME, TOPICS, ReplayOptions,
-                                            ensure_ros_environment, node_parameters, replay)
+
+# Loaded on first use (PEP 562): run.py brings in the ROS side and torch, which `--help` does not need.
+_LAZY = {name: module for module, names in (
+    ("moonseg3r_ros.eval.scannet_ap", ("json_safe",)),
+    ("moonseg3r_ros.tools.replay.run", ("NODE_NAME", "TOPICS", "ReplayOptions", "ensure_ros_environment",
+                                        "node_parameters", "replay")),
+    ("moonseg3r_ros.tools.replay.export", ("ReplayResult", "align_to_ground_truth", "evaluate_labels", "export_map",
+                                           "umeyama"))) for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["GEOMETRY_SOURCES", "MASK_SOURCES", "NODE_NAME", "TOPICS", "ReplayError", "ReplayInput", "ReplayOptions",
            "ReplayResult", "add_node_options", "align_to_ground_truth", "bag_image_count", "build_parser",

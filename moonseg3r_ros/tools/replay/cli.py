@@ -5,15 +5,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from moonseg3r_ros.eval.scannet_ap import json_safe
+from moonseg3r_ros.tools.replay.choices import GEOMETRY_SOURCES, MASK_SOURCES
 from moonseg3r_ros.tools.replay.export import ReplayResult
 from moonseg3r_ros.tools.replay.inputs import ReplayError, open_input
-from moonseg3r_ros.tools.replay.run import (GEOMETRY_SOURCES, MASK_SOURCES, ReplayOptions, ensure_ros_environment,
-                                            replay)
+
+if TYPE_CHECKING:  # run.py loads the ROS side (and torch): imported only once the options are parsed
+    from moonseg3r_ros.tools.replay.run import ReplayOptions
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by replay and demo: sources, checkpoints and how the node is driven."""
@@ -37,6 +39,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
+    from moonseg3r_ros.tools.replay.run import ReplayOptions
+
     extra = {}
     for item in args.param:
         if ":=" not in item:
@@ -114,6 +118,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if source.gt_labels is not None and source.vertices is not None \
                 and len(source.gt_labels) != len(source.vertices):
             raise ReplayError(f"GT has {len(source.gt_labels)} values but the mesh {len(source.vertices)} vertices")
+        from moonseg3r_ros.tools.replay.run import ensure_ros_environment, replay
+
         ensure_ros_environment()
         result = replay(source, args.out, opts)
     except ReplayError as err:

@@ -15,13 +15,12 @@ from moonseg3r_ros.ros.dds import describe as describe_dds
 from moonseg3r_ros.ros.frame_publisher import CAMERA_TOPICS, MissingInput, streams_for
 from moonseg3r_ros.ros.node_client import LOST_COUNTERS, NodeClient, counter_value
 from moonseg3r_ros.ros.node_process import NodeProcess
+from moonseg3r_ros.tools.replay.choices import GEOMETRY_SOURCES, MASK_SOURCES  # noqa: F401 (re-exported)
 from moonseg3r_ros.tools.replay.export import ReplayResult, align_to_ground_truth, export_map
 from moonseg3r_ros.tools.replay.inputs import ReplayError, ReplayInput
 
 NODE_NAME = "moonseg3r"
 TOPICS = CAMERA_TOPICS  # input topics, relative to the node's namespace: the ones `moonseg3r to-bag` writes
-GEOMETRY_SOURCES = ("recorded", "cut3r")
-MASK_SOURCES = ("weight_free", "rgbd", "ground_truth", "sam", "precomputed")
 DIAGNOSTICS_RATE_HZ = 20.0
 
 
