@@ -193,9 +193,10 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
                                      topics=TOPICS)
         run = _Replay(node, client, opts)
         run.wait_active()
-        # Handshake both ways before the first frame: our publishers see the node's subscriptions, and the
-        # node reports (diagnostics inputs_matched == inputs, state active) that its subscriptions see ours.
-        if not client.spin_until(lambda: client.inputs.subscribed() and inputs_matched(client.diagnostics()), 30.0):
+        # Handshake both ways before the first frame (the node is active): our publishers see the node's
+        # subscriptions, and the node's diagnostics report that its subscriptions see ours.
+        if not (client.spin_until(client.inputs.subscribed, 30.0)
+                and client.wait_inputs_matched(timeout=30.0, silent_after=30.0)):
             raise run.failure("the node's subscriptions or diagnostics did not appear")
         sent = run.send_frames(source)
         run.wait_done(sent)
@@ -220,12 +221,6 @@ def replay(source: ReplayInput, out, opts: ReplayOptions) -> ReplayResult:
     (out / "replay.json").write_text(json.dumps({"scene": source.scene, "seconds": round(result.seconds, 2),
                                                  "instances": result.instances, **stats}, indent=2))
     return result
-
-
-def inputs_matched(values: dict) -> bool:
-    """The node is active and each of its input subscriptions has matched a publisher (its diagnostics)."""
-    return values.get("state") == "active" and counter_value(values, "inputs") > 0 \
-        and counter_value(values, "inputs_matched") == counter_value(values, "inputs")
 
 
 def _stats(values: dict, sent: int) -> dict:
