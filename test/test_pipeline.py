@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moonseg3r_ros.core.config import PipelineConfig
-from moonseg3r_ros.core.masks import as_mask_set
+from moonseg3r_ros.core.masks import as_mask_set, drop_masks_without_geometry
 from moonseg3r_ros.core.pipeline import MoonSeg3RPipeline
 from moonseg3r_ros.core.types import Frame
 
@@ -173,5 +173,5 @@ def test_masks_without_enough_valid_geometry_are_dropped():
     stack = np.zeros((2, 30, 40), bool)
     stack[0, 13:17, 5:7] = True  # rows 13-14 invalid, 15-16 valid: 4 valid pixels
     stack[1, 20:25, 20:25] = True  # 25 valid pixels
-    kept = pipe._usable_masks(as_mask_set(stack), geometry)
-    assert len(kept) == 1 and kept.masks[0].sum() == 25 and pipe.stats["masks_dropped_no_geometry"] == 2
+    kept, dropped = drop_masks_without_geometry(as_mask_set(stack), geometry.valid, pipe.config.masks.min_valid_points)
+    assert len(kept) == 1 and kept.masks[0].sum() == 25 and dropped == 1

@@ -1,5 +1,6 @@
-"""Two keyframe stages of the pipeline that read the map state but never write it (ROS-free).
+"""Keyframe stages of the pipeline that read the map state but never write it (ROS-free).
 
+- `checked_features_3d`, `build_lifter`: F3d as the lifter takes it, and the lifter built at the first keyframe;
 - `contextual_queries`: (c) P_t rasterises the query index memory -> the visible bank instances' queries
   (the decoder's context) and the boxes of the parts of those instances seen now;
 - `associate`: (d) state-distribution tokens, intra-frame merge, Hungarian matching to the bank, new ids.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from moonseg3r_ros.core import association as assoc
 from moonseg3r_ros.core import merge_evidence
 from moonseg3r_ros.core.camera import estimate_intrinsics
-from moonseg3r_ros.core.config import AssociationConfig, MemoryConfig
+from moonseg3r_ros.core.config import AssociationConfig, MemoryConfig, PipelineConfig
 from moonseg3r_ros.core.instance_map import InstanceMap
 from moonseg3r_ros.core.lifting import QueryLifter, stats_stride
 from moonseg3r_ros.core.masks import paint_labels
@@ -98,3 +99,33 @@ def associate(masks: MaskSet, queries: np.ndarray, boxes: np.ndarray, geometry: 
     labels = paint_labels(masks, ids, geometry.valid)
     return KeyframeDraft(labels, ids, queries, boxes, tokens, new_ids, sorted(matched.values()),
                          int(sum(len(g) - 1 for g in groups)))
+
+
+def checked_features_3d(geometry: FrameGeometry, lifter: Optional[QueryLifter], device: torch.device,
+                        warn_once: Callable[[str, str], None]) -> Optional[torch.Tensor]:
+    """F3d CxhxW' as a float32 tensor on `device`, or None (absent, not finite, or not the lifter's width)."""
+    f3d = geometry.features_3d
+    if f3d is None:
+        return None
+    f3d = torch.as_tensor(f3d).to(device, torch.float32)
+    if f3d.ndim != 3 or not torch.isfinite(f3d).all():
+        warn_once("f3d", "geometric features F3d are not a finite CxHxW tensor; ignored")
+        return None
+    if lifter is not None and f3d.shape[0] != lifter.geometric_dim:
+        warn_once("f3d_dim", f"F3d has {f3d.shape[0]} channels, the lifter expects {lifter.geometric_dim}; ignored")
+        return None
+    return f3d
+
+
+def build_lifter(config: PipelineConfig, semantic_dim: int, features_3d: Optional[torch.Tensor],
+                 decoder_extras: dict, device: torch.device) -> QueryLifter:
+    """The query lifter for F2d of `semantic_dim` channels and F3d as the first keyframe has it (or none);
+    the trained lifter's weights when the refinement file has them (`decoder_extras['lifter']`)."""
+    cfg = config.features
+    geometric_dim = 0 if features_3d is None else int(features_3d.shape[0])
+    lifter = QueryLifter(cfg.dim, semantic_dim, geometric_dim, cfg.pos_frequencies, cfg.pos_scale, seed=config.seed,
+                         box_padding=0.5 * config.memory.voxel_size).to(device).eval()
+    lifter_state = decoder_extras.get("lifter")
+    if lifter_state is not None:
+        lifter.load_state_dict(lifter_state)
+    return lifter

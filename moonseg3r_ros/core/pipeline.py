@@ -13,11 +13,18 @@ Every `keyframe_interval`-th accepted frame (the first one included):
     association (d) state-distribution tokens from A_t, intra-frame merge, Hungarian matching to the bank
     map_update  instance map integrate, memory/bank update, periodic prune (all after every check passed)
 
+Asynchronous masks (`masks.asynchronous`): the masks and features of a keyframe run on a worker thread
+(core/keyframe_queue.py) while the following frames' geometry runs; at each step the keyframes whose masks
+are ready are committed (lifting ... map_update), in frame order, and returned in `FrameResult.committed`
+(the keyframe's own result object, completed in place). At most `masks.max_pending` keyframes wait; one more
+is dropped and counted (keyframes_dropped_pending). `flush()` commits every pending keyframe. The map, ids
+and stats equal the synchronous run's for the same frames.
+
 Robustness: bad images, non-finite or old stamps, geometry errors, too little valid geometry and mask
 errors are counted in `stats` and logged; the frame is reported with `skipped_reason` and nothing is
 written to the map. The map, memory and bank are only modified in the final commit stage.
 
-Threading: `step`, `reset`, `snapshot`, `close`, `load_map` and `update_config` hold `self.lock` (an
+Threading: `step`, `flush`, `reset`, `snapshot`, `close`, `load_map` and `update_config` hold `self.lock` (an
 RLock); readers that need a consistent view of the map call `snapshot()` (copies) or use `with pipeline.lock:`.
 """
 from __future__ import annotations
@@ -42,7 +49,9 @@ from moonseg3r_ros.core.features import make_backbone
 from moonseg3r_ros.core.geometry import GeometryError, make_geometry_source
 from moonseg3r_ros.core.images import ImageError, to_rgb8
 from moonseg3r_ros.core.instance_map import InstanceMap, InstanceRecord
-from moonseg3r_ros.core.keyframe_steps import KeyframeDraft, associate, contextual_queries
+from moonseg3r_ros.core.keyframe_queue import KeyframeQueue, MaskJob
+from moonseg3r_ros.core.keyframe_steps import (KeyframeDraft, associate, build_lifter, checked_features_3d,
+                                               contextual_queries)
 from moonseg3r_ros.core.lifting import QueryLifter
 from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, make_mask_source
 from moonseg3r_ros.core.query_bank import QueryBank
@@ -53,7 +62,8 @@ from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 
 STAT_NAMES = ("frames", "keyframes", "skipped_out_of_order", "skipped_bad_input", "skipped_no_geometry",
               "skipped_no_masks", "keyframes_without_masks", "masks_total", "masks_dropped_no_geometry",
-              "skipped_errors", "instances_new", "instances_matched", "masks_merged", "instances_pruned")
+              "skipped_errors", "instances_new", "instances_matched", "masks_merged", "instances_pruned",
+              "keyframes_dropped_pending")
 
 
 @dataclass
@@ -89,6 +99,8 @@ class MoonSeg3RPipeline:
         kernels.warm()  # compiled map kernels: 4.5 s the first time on a machine, 0.3 s from numba's cache
         self.stats: dict[str, int] = {}
         self._blas_limit = numpy_blas_limiter()
+        self._pending = KeyframeQueue(self.config.masks.max_pending, self.device) \
+            if self.config.masks.asynchronous else None
         self._reset_state()
 
     # ------------------------------------------------------------------------------------------ public
@@ -99,6 +111,8 @@ class MoonSeg3RPipeline:
     def reset(self) -> None:
         """Start a new sequence: empty map, memory, bank, counters; geometry source state cleared."""
         with self.lock:
+            if self._pending is not None:
+                self._pending.clear()  # a new sequence: keyframes of the old one are not committed
             self.geometry_source.reset()
             self.instance_map.reset()
             self.memory.reset()
@@ -125,6 +139,8 @@ class MoonSeg3RPipeline:
     def close(self) -> None:
         """Free the models (the map stays readable)."""
         with self.lock:
+            if self._pending is not None:
+                self._pending.close()
             for name in ("geometry_source", "mask_source", "backbone"):
                 closer = getattr(getattr(self, name), "close", None)
                 if closer is not None:
@@ -177,6 +193,13 @@ class MoonSeg3RPipeline:
             result.timings = timings
             return result
 
+    def flush(self) -> list[FrameResult]:
+        """masks.asynchronous: wait for every pending keyframe and commit it; their results in frame order."""
+        with self.lock:
+            timings: dict[str, float] = {}
+            with self._blas_limit():
+                return self._commit_ready(timings, wait=True)
+
     # ------------------------------------------------------------------------------------------ stages
     def _step(self, image, stamp, depth, intrinsics, pose_c2w, instance_ids, encoding, timings) -> FrameResult:
         index = self._next_index
@@ -209,26 +232,71 @@ class MoonSeg3RPipeline:
         is_keyframe = self._accepted % self.config.keyframe_interval == 0
         self._accepted += 1
         result = FrameResult(stamp, index, is_keyframe, pose_c2w=geometry.pose_c2w.copy())
+        result.committed = self._commit_ready(timings)
         if is_keyframe:
             self.stats["keyframes"] += 1
             result.points_cam, result.valid = geometry.points_cam, geometry.valid
-            self._keyframe(frame, geometry, result, timings)
+            ordinal = self.stats["keyframes"]
+            if self._pending is None:
+                job = self._mask_job(frame, geometry)
+                timings.update(job.timings)
+                self._keyframe(frame, geometry, result, job, ordinal, timings)
+            elif self._pending.full():
+                self.stats["keyframes_dropped_pending"] += 1
+                result.skipped_reason = f"masks: {len(self._pending)} keyframes already wait (masks.max_pending)"
+                self.logger.warning("keyframe %d dropped: %s", index, result.skipped_reason)
+            else:
+                self._pending.submit((frame, geometry, result, ordinal), lambda: self._mask_job(frame, geometry))
         return result
+
+    def _commit_ready(self, timings: dict, wait: bool = False) -> list[FrameResult]:
+        """Commit the pending keyframes whose mask jobs finished (all of them if `wait`), in frame order."""
+        if self._pending is None:
+            return []
+        done = []
+        for (frame, geometry, result, ordinal), future in self._pending.pop_ready(wait):
+            job = future.result()  # re-raises what the mask source raised, as the synchronous path does
+            result.timings.update(job.timings)
+            if job.features is not None and job.features.is_cuda:
+                job.features.record_stream(torch.cuda.current_stream(job.features.device))
+            self._keyframe(frame, geometry, result, job, ordinal, timings)
+            done.append(result)
+        return done
 
     def _skip(self, index: int, stamp: float, counter: str, reason: str) -> FrameResult:
         self.stats[counter] += 1
         self.logger.warning("frame %d skipped (%s): %s", index, counter, reason)
         return FrameResult(stamp, index, False, skipped_reason=reason)
 
-    def _keyframe(self, frame: Frame, geometry: FrameGeometry, result: FrameResult, timings: dict) -> None:
-        with stage_timer(timings, "masks"):
+    def _mask_job(self, frame: Frame, geometry: FrameGeometry) -> MaskJob:
+        """Masks with enough valid geometry, and F2d when there are masks; reads no pipeline state."""
+        job = MaskJob()
+        with stage_timer(job.timings, "masks"):
             try:
-                masks = self._usable_masks(self.mask_source.generate(frame, geometry), geometry)
+                masks = self.mask_source.generate(frame, geometry)
             except MaskError as err:
-                self.stats["skipped_no_masks"] += 1
-                result.skipped_reason = f"masks: {err}"
-                self.logger.warning("keyframe %d has no masks: %s", frame.frame_index, err)
-                return
+                job.mask_error = err
+                return job
+            job.masks, job.dropped = drop_masks_without_geometry(masks, geometry.valid,
+                                                                 self.config.masks.min_valid_points)
+        if len(job.masks):
+            with stage_timer(job.timings, "features"):
+                try:
+                    job.features = self.backbone.extract(frame.image).to(self.device)
+                except Exception as err:  # counted at commit as a keyframe error (map unchanged)
+                    job.feature_error = err
+        return job
+
+    def _keyframe(self, frame: Frame, geometry: FrameGeometry, result: FrameResult, job: MaskJob, ordinal: int,
+                  timings: dict) -> None:
+        """Infer and commit one keyframe from its mask job; `ordinal` = its number among the keyframes."""
+        if job.mask_error is not None or job.masks is None:
+            self.stats["skipped_no_masks"] += 1
+            result.skipped_reason = f"masks: {job.mask_error}"
+            self.logger.warning("keyframe %d has no masks: %s", frame.frame_index, job.mask_error)
+            return
+        masks = job.masks
+        self.stats["masks_dropped_no_geometry"] += job.dropped
         result.num_masks = len(masks)
         self.stats["masks_total"] += len(masks)
         if len(masks) == 0:
@@ -236,28 +304,23 @@ class MoonSeg3RPipeline:
             result.instance_ids_2d = np.zeros((frame.height, frame.width), np.int32)
             return
         try:
-            keyframe = self._infer(frame, geometry, masks, timings)
+            if job.feature_error is not None:
+                raise job.feature_error
+            keyframe = self._infer(frame, geometry, masks, job.features, timings)
         except Exception as err:  # a fault in one keyframe must not stop the stream or touch the map
             self.stats["skipped_errors"] += 1
             result.skipped_reason = f"error: {err}"
-            self.logger.exception("keyframe %d failed; map unchanged", frame.frame_index)
+            self.logger.error("keyframe %d failed; map unchanged", frame.frame_index, exc_info=err)
             return
         with stage_timer(timings, "map_update"):
-            self._commit(frame, geometry, keyframe)
+            self._commit(frame, geometry, keyframe, ordinal)
         result.instance_ids_2d = keyframe.labels
         result.new_instance_ids = keyframe.new_ids
         result.matched_instance_ids = keyframe.matched_ids
 
-    def _usable_masks(self, masks: MaskSet, geometry: FrameGeometry) -> MaskSet:
-        """Drop masks NxHxW with too little valid geometry (masks.drop_masks_without_geometry), counted."""
-        masks, dropped = drop_masks_without_geometry(masks, geometry.valid, self.config.masks.min_valid_points)
-        self.stats["masks_dropped_no_geometry"] += dropped
-        return masks
-
-    def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, timings: dict) -> KeyframeDraft:
-        """Features, lifting, memory retrieval, refinement and association (no state is modified)."""
-        with stage_timer(timings, "features"):
-            features_2d = self.backbone.extract(frame.image).to(self.device)
+    def _infer(self, frame: Frame, geometry: FrameGeometry, masks: MaskSet, features_2d: torch.Tensor,
+               timings: dict) -> KeyframeDraft:
+        """Lifting, memory retrieval, refinement and association (no state is modified but the lifter's build)."""
         with stage_timer(timings, "lifting"):
             features_3d = self._features_3d(geometry)
             lifter = self._lifter(features_3d)
@@ -276,29 +339,12 @@ class MoonSeg3RPipeline:
         return keyframe
 
     def _features_3d(self, geometry: FrameGeometry) -> Optional[torch.Tensor]:
-        f3d = geometry.features_3d
-        if f3d is None:
-            return None
-        f3d = torch.as_tensor(f3d).to(self.device, torch.float32)
-        if f3d.ndim != 3 or not torch.isfinite(f3d).all():
-            self._warn_once("f3d", "geometric features F3d are not a finite CxHxW tensor; ignored")
-            return None
-        if self.lifter is not None and f3d.shape[0] != self.lifter.geometric_dim:
-            self._warn_once("f3d_dim", f"F3d has {f3d.shape[0]} channels, the lifter expects "
-                                       f"{self.lifter.geometric_dim}; ignored")
-            return None
-        return f3d
+        return checked_features_3d(geometry, self.lifter, self.device, self._warn_once)
 
     def _lifter(self, features_3d: Optional[torch.Tensor]) -> QueryLifter:
         if self.lifter is None:
-            cfg = self.config.features
-            geometric_dim = 0 if features_3d is None else int(features_3d.shape[0])
-            self.lifter = QueryLifter(cfg.dim, self.backbone.out_channels, geometric_dim, cfg.pos_frequencies,
-                                      cfg.pos_scale, seed=self.config.seed,
-                                      box_padding=0.5 * self.config.memory.voxel_size).to(self.device).eval()
-            lifter_state = self.decoder.extras.get("lifter")
-            if lifter_state is not None:
-                self.lifter.load_state_dict(lifter_state)
+            self.lifter = build_lifter(self.config, self.backbone.out_channels, features_3d, self.decoder.extras,
+                                       self.device)
         return self.lifter
 
     def _contextual_queries(self, geometry: FrameGeometry) -> tuple[Optional[torch.Tensor], dict[int, np.ndarray]]:
@@ -310,7 +356,7 @@ class MoonSeg3RPipeline:
         return associate(masks, queries, boxes, geometry, visible_boxes, self.bank, self.instance_map,
                          self.config.association)
 
-    def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: KeyframeDraft) -> None:
+    def _commit(self, frame: Frame, geometry: FrameGeometry, keyframe: KeyframeDraft, ordinal: int) -> None:
         """Write the keyframe into the instance map, the query index memory and the bank; prune."""
         s = self.config.integrate_stride
         height, width = geometry.valid.shape
@@ -330,7 +376,7 @@ class MoonSeg3RPipeline:
         self.stats["instances_matched"] += len(keyframe.matched_ids)
         self.stats["masks_merged"] += keyframe.merged
         interval = self.config.prune_interval
-        if interval and self.stats["keyframes"] % interval == 0:
+        if interval and ordinal % interval == 0:
             self._prune(frame.stamp)
 
     def _prune(self, now: float) -> None:

@@ -135,6 +135,9 @@ class FrameResult:
     new_instance_ids: list[int] = field(default_factory=list)
     matched_instance_ids: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+    # masks.asynchronous: results of earlier keyframes committed to the map during this step, in frame order
+    # (each completed in place: the object that keyframe's step returned)
+    committed: list["FrameResult"] = field(default_factory=list)
 
     @property
     def skipped(self) -> bool:
