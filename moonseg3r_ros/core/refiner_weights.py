@@ -147,27 +147,34 @@ def build_refiner_modules(weights: RefinerWeights, config: Any, semantic_dim: in
                           path: str = "") -> tuple[Any, Any, dict]:
     """(QueryDecoder in mode 'trained', PixelHead, lifter state_dict) from loaded weights, after checking that
     they were trained for `config`'s features and this backbone's width (semantic_dim channels)."""
-    from moonseg3r_ros.core.pixel_head import PixelHead
-    from moonseg3r_ros.core.refinement import QueryDecoder
-
     check_features(weights.meta, config, path)
     dims = weights.dims
     if int(dims["semantic_dim"]) != int(semantic_dim):
         raise RefinerWeightsError(f"refinement weights '{path}' were trained for F2d with {dims['semantic_dim']} "
                                   f"channels, the backbone gives {semantic_dim}")
-    head = PixelHead(int(dims["semantic_dim"]), int(dims["geometric_dim"]), int(dims["dim"]),
-                     int(dims["pixel_hidden"]), pos_frequencies=int(dims.get("pixel_pos_frequencies", 0)),
-                     pos_scale=float(dims.get("pixel_pos_scale", 0.5)), cosine=bool(dims.get("cosine_logits", False)))
-    with _quiet():  # its "random decoder weights" warning does not apply: the weights are loaded below
-        decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
-                               run_untrained=True)
+    head, decoder = new_refiner_modules(dims)
     try:
         head.load_state_dict(weights.states["pixel_head"], strict=True)
         decoder.load_state_dict(weights.states["decoder"], strict=True)
     except RuntimeError as err:
         raise RefinerWeightsError(f"refinement weights '{path}' do not fit their own dims {dims}: {err}") from err
-    decoder.mode = "trained"
     return decoder.to(device).eval(), head.to(device).eval(), weights.states["lifter"]
+
+
+def new_refiner_modules(dims: dict, seed: int = 0) -> tuple[Any, Any]:
+    """(PixelHead psi, QueryDecoder phi in mode 'trained') with fresh weights for a refiner file's `dims` (see the
+    module docstring): the one builder of loading (build_refiner_modules) and training (training/model.py)."""
+    from moonseg3r_ros.core.pixel_head import PixelHead
+    from moonseg3r_ros.core.refinement import QueryDecoder
+
+    head = PixelHead(int(dims["semantic_dim"]), int(dims["geometric_dim"]), int(dims["dim"]), int(dims["pixel_hidden"]),
+                     seed, int(dims.get("pixel_pos_frequencies", 0)), float(dims.get("pixel_pos_scale", 0.5)),
+                     bool(dims.get("cosine_logits", False)))
+    with _quiet():  # its "random decoder weights" warning does not apply: the weights are trained or loaded
+        decoder = QueryDecoder(int(dims["dim"]), int(dims["dim"]), int(dims["num_layers"]), int(dims["num_heads"]),
+                               run_untrained=True, seed=seed)
+    decoder.mode = "trained"
+    return head, decoder
 
 
 @contextlib.contextmanager

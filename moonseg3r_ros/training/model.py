@@ -22,8 +22,6 @@ gradient at the bank (the pipeline's bank holds plain arrays).
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,9 +31,9 @@ from torch import nn
 
 from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.lifting import fourier_encoding
-from moonseg3r_ros.core.pixel_head import PixelHead, patch_positions, resample_to_grid
+from moonseg3r_ros.core.pixel_head import patch_positions, resample_to_grid
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
-from moonseg3r_ros.core.refinement import QueryDecoder
+from moonseg3r_ros.core.refiner_weights import new_refiner_modules
 from moonseg3r_ros.training.data import FrameRecord, make_lifter
 from moonseg3r_ros.training.losses import LossConfig, distillation_loss, mask_loss, total_loss
 
@@ -62,17 +60,6 @@ class FramePlan:
     mask_ids: np.ndarray  # N int64 id of each mask (inherited or new)
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str = "moonseg3r"):
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 class Refiner(nn.Module):
     """eta (QueryLifter), phi (QueryDecoder), psi (PixelHead) for one feature configuration."""
 
@@ -82,12 +69,11 @@ class Refiner(nn.Module):
         self.config, self.model_config = config, model
         self.lifter = make_lifter(config, semantic_dim, geometric_dim)
         frequencies = config.features.pos_frequencies if model.pixel_positions else 0
-        self.pixel_head = PixelHead(semantic_dim, geometric_dim, dim, model.pixel_hidden, config.seed, frequencies,
-                                    config.features.pos_scale, model.cosine_logits)
-        with _quiet():
-            self.decoder = QueryDecoder(dim, dim, config.refinement.num_layers, config.refinement.num_heads,
-                                        run_untrained=True, seed=config.seed)
-        self.decoder.mode = "trained"
+        dims = {"dim": dim, "semantic_dim": semantic_dim, "geometric_dim": geometric_dim,
+                "pixel_hidden": model.pixel_hidden, "num_layers": config.refinement.num_layers,
+                "num_heads": config.refinement.num_heads, "pixel_pos_frequencies": frequencies,
+                "pixel_pos_scale": config.features.pos_scale, "cosine_logits": model.cosine_logits}
+        self.pixel_head, self.decoder = new_refiner_modules(dims, config.seed)
 
     def lift(self, record: FrameRecord) -> torch.Tensor:
         """q_t N x D from the record's pooled inputs (= QueryLifter.forward's queries)."""
