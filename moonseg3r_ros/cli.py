@@ -162,12 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MISSING_TOOL_HINTS = {
-    "moonseg3r_ros.tools.train": (
-        ": training the query decoder (spatial-semantic distillation) is not implemented in this release. "
-        "The pipeline runs with the documented identity refinement, or with decoder weights you pass in "
-        "the parameter refinement.weights."),
-}
+MISSING_TOOL_HINTS: dict = {}  # module name -> extra text for a tool missing from an installation
 
 
 def _run_tool(module_name: str, argv: list[str], prog: str) -> int:
