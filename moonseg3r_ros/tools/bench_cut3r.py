@@ -2,10 +2,14 @@
 stream of N frames, with the memory reported at several points of the stream to show that it stays flat.
 
     python -m moonseg3r_ros.tools.bench_cut3r --config small --device cpu --frames 200 --height 384 --width 512
+
+`--before REV` times the CUT3R code of git revision REV side by side in the same process (same weights, same
+frames, steps alternating ABBA) and prints both; `--profile` prints a torch.profiler table of one step.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -71,6 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: leave torch's default)")
     parser.add_argument("--attention", action="store_true", help="also recompute the last layer's state attention")
+    parser.add_argument("--before", default="", metavar="REV",
+                        help="also time the CUT3R code of git revision REV, alternating with the current one")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of one profiled step")
     args = parser.parse_args(argv)
     import torch
 
@@ -109,6 +116,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
+    if args.before:
+        return compare(model, args.before, frames, args, layers, amp)
+    if args.profile:
+        model.reset()
+        print_profile(model, frames, args.warmup, layers, amp)
+        return 0
     model.reset()
     for i in range(args.warmup):
         run(frames[i % 4])
@@ -134,6 +147,83 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"memory growth from frame {checkpoints[0]} to {checkpoints[-1]}: {values[-1] - values[0]:+.1f} MiB; "
           f"state {tuple(model.state_feat.shape)}, mem {tuple(model.mem.shape)}")
     return 0
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _timed_step(model, img: torch.Tensor, layers, amp) -> tuple[float, float, dict]:
+    """(wall s, process CPU s, outputs) of one step (CUDA synchronised)."""
+    import torch
+
+    if img.device.type == "cuda":
+        torch.cuda.synchronize(img.device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = model.step(img, attention_layers=layers, amp_dtype=amp)
+    if img.device.type == "cuda":
+        torch.cuda.synchronize(img.device)
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def _summary(name: str, walls: list[float], cpus: list[float]) -> str:
+    ms = sorted(1000 * t for t in walls)
+    return (f"{name}: wall ms/frame median {statistics.median(ms):.1f}  min {ms[0]:.1f}  max {ms[-1]:.1f}  "
+            f"(spread {ms[-1] - ms[0]:.1f}); CPU ms/frame median {1000 * statistics.median(cpus):.1f}")
+
+
+def compare(model: Cut3r, revision: str, frames: list[torch.Tensor], args, layers, amp) -> int:
+    """Alternate steps of `model` and of REV's code (ABBA order), same weights and frames; print both."""
+    import torch
+
+    from moonseg3r_ros.tools.cut3r_revision import model_of_revision
+    try:
+        before = model_of_revision(revision, model)
+    except RuntimeError as err:
+        print(f"moonseg3r bench cut3r: error: {err}", file=sys.stderr)
+        return 2
+    runs = {"current": model, "before": before}
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runs}
+    print(f"cut3r step() side by side: current vs before={revision} ({before.commit[:12]}) config={args.config} "
+          f"device={args.device} ({torch.get_num_threads()} threads) dtype={args.dtype} "
+          f"input={args.height}x{args.width} frames={args.frames} each (+{args.warmup} warm-up); {_load()}")
+    worst = 0.0
+    for m in runs.values():
+        m.reset()
+    for i in range(args.warmup + args.frames):
+        order = ("before", "current") if i % 2 == 0 else ("current", "before")
+        outs = {}
+        for name in order:
+            wall, cpu, outs[name] = _timed_step(runs[name], frames[i % 4], layers, amp)
+            if i >= args.warmup:
+                times[name][0].append(wall)
+                times[name][1].append(cpu)
+        worst = max(worst, max((outs["current"][k].float() - outs["before"][k].float()).abs().max().item()
+                               for k in ("pts3d_in_other_view", "conf", "camera_pose", "rgb")))
+        print(f"  frame {i}{' (warm-up)' if i < args.warmup else ''}: "
+              + "  ".join(f"{name} {1000 * times[name][0][-1]:.0f} ms" if i >= args.warmup else name
+                          for name in order) + f"; {_load()}", flush=True)
+    for name in runs:
+        print(_summary(name, *times[name]))
+    ratio = statistics.median(times["current"][0]) / statistics.median(times["before"][0])
+    print(f"current / before (median wall): {ratio:.3f}; max |output difference| {worst:.3g}; {_load()}")
+    return 0
+
+
+def print_profile(model: Cut3r, frames: list[torch.Tensor], warmup: int, layers, amp) -> None:
+    """Warm up, then print the ops of one profiled step by self CPU time, with their call counts."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    for i in range(max(1, warmup)):
+        model.step(frames[i % 4], attention_layers=layers, amp_dtype=amp)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if frames[0].device.type == "cuda" else [])
+    print(_load())
+    with profile(activities=activities) as prof:
+        wall, cpu, _ = _timed_step(model, frames[0], layers, amp)
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20))
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    print(f"profiled step: wall {wall * 1000:.1f} ms, CPU {cpu * 1000:.1f} ms, {calls} aten calls; {_load()}")
 
 
 if __name__ == "__main__":

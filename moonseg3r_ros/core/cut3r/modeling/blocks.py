@@ -56,10 +56,11 @@ class SelfAttention(nn.Module):
         """x: BxNxC, pos: BxNx2 -> BxNxC."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
         if self.rope is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            q, k = self.rope(qkv[:2], pos).unbind(0)  # q and k rotated together: half the kernel launches
+        else:
+            q, k = qkv[0], qkv[1]
+        out = F.scaled_dot_product_attention(q, k, qkv[2], scale=self.scale)
         return self.proj(_merge_heads(out))
 
 
