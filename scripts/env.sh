@@ -3,8 +3,9 @@
 # or the PyPI wheels inside .venv), and confines DDS to this machine unless you chose otherwise:
 #   ROS_AUTOMATIC_DISCOVERY_RANGE  default LOCALHOST (nothing leaves the machine). On a robot that must
 #                                  talk to other hosts export SUBNET (the ROS default) BEFORE sourcing.
-#   ROS_DOMAIN_ID                  default 42 unless already set.
+#   ROS_DOMAIN_ID                  default dds.SHELL_DOMAIN_ID (42, the same in every terminal) unless already set.
 #   FASTDDS_DEFAULT_PROFILES_FILE  moonseg3r_ros/ros/fastdds_profile.xml unless already set (even to "").
+# These defaults are moonseg3r_ros/ros/dds.py's (the one rule of our tools), run as a plain script (fast).
 if [ -n "${BASH_SOURCE:-}" ]; then _ms3r_here="${BASH_SOURCE[0]}"; elif [ -n "${ZSH_VERSION:-}" ]; then _ms3r_here="${(%):-%x}"; else _ms3r_here="$0"; fi
 _ms3r_root="$(cd "$(dirname "$_ms3r_here")/.." && pwd)"
 if [ ! -x "$_ms3r_root/.venv/bin/python" ]; then
@@ -24,9 +25,8 @@ else
   else
     echo "moonseg3r env: $_ms3r_root/install missing: run 'make setup' to build the interfaces" >&2
   fi
-  export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-  export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}"
-  # Short reliable-writer heartbeat (see the file); an explicitly empty value opts out.
-  export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE-$_ms3r_root/moonseg3r_ros/ros/fastdds_profile.xml}"
+  # LOCALHOST discovery, the shell's domain id and the Fast DDS profile (short reliable-writer heartbeat), where
+  # unset; an explicitly empty FASTDDS_DEFAULT_PROFILES_FILE opts out of the profile.
+  eval "$("$_ms3r_root/.venv/bin/python" "$_ms3r_root/moonseg3r_ros/ros/dds.py" --shell)"
 fi
 unset _ms3r_here _ms3r_root

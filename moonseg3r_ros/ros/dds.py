@@ -10,10 +10,15 @@ The domain-id rule, the same everywhere: `DOMAIN_ID_OFFSET + pid % DOMAIN_ID_MOD
 Linux, 0..101, and clear of the default 0). The Makefile and .ci/run apply it in shell arithmetic to their
 own process id (`$$(( $$PPID % 90 + 10 ))`, `$(( $$ % 90 + 10 ))`); test/ros/test_dds.py checks that
 their formulas are this one. `python -m moonseg3r_ros.ros.dds [PID]` prints the id for a pid.
+
+A user's shell (`source scripts/env.sh`) gets the same defaults from `python moonseg3r_ros/ros/dds.py --shell`
+(export lines), except its domain id: `SHELL_DOMAIN_ID`, one fixed id, so that the node, `ros2 topic echo` and
+rviz started from different terminals see each other.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,6 +26,7 @@ from typing import Callable, Optional
 FASTDDS_PROFILE = Path(__file__).with_name("fastdds_profile.xml")
 DOMAIN_ID_OFFSET = 10
 DOMAIN_ID_MODULUS = 90
+SHELL_DOMAIN_ID = 42  # scripts/env.sh: the same id in every terminal of the user
 NAMES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
@@ -58,8 +64,18 @@ def describe() -> str:
     return " ".join(f"{n}={os.environ.get(n, '')}" for n in NAMES)
 
 
+def shell_exports() -> str:
+    """`export NAME=value` lines (shell-quoted) for what confine_dds would set in a user's shell (domain id
+    SHELL_DOMAIN_ID); sets them in this process too."""
+    chosen = confine_dds(lambda: SHELL_DOMAIN_ID)
+    return "".join(f"export {name}={shlex.quote(os.environ[name])}\n" for name in chosen)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--shell"]:
+        print(shell_exports(), end="")
+        return 0
     print(domain_id_for(int(args[0]) if args else os.getppid()))
     return 0
 

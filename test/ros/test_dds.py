@@ -69,6 +69,33 @@ def test_one_domain_id_rule_for_python_make_and_ci():
     assert cli.stdout.strip() == str(domain)
 
 
+def _source_env_sh(**env: str) -> list[str]:
+    """Source scripts/env.sh in a bash without the DDS names (plus `env`) -> [domain id, range, profile file]."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    base = {k: v for k, v in os.environ.items() if k not in dds.NAMES}
+    show = 'echo "$ROS_DOMAIN_ID|$ROS_AUTOMATIC_DISCOVERY_RANGE|${FASTDDS_DEFAULT_PROFILES_FILE-unset}"'
+    done = subprocess.run(["bash", "-c", f"source scripts/env.sh >/dev/null && {show}"], cwd=root,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().split("|")
+
+
+def test_env_sh_takes_the_dds_rule_for_a_shell():
+    """scripts/env.sh sets what dds.py chooses for a shell (the fixed SHELL_DOMAIN_ID, so that terminals see
+    each other) and keeps what the user set; the id is written nowhere in env.sh itself."""
+    from pathlib import Path
+
+    assert _source_env_sh() == [str(dds.SHELL_DOMAIN_ID), "LOCALHOST", str(dds.FASTDDS_PROFILE)]
+    assert _source_env_sh(ROS_DOMAIN_ID="17", FASTDDS_DEFAULT_PROFILES_FILE="",
+                          ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET") == ["17", "SUBNET", ""]
+    assert _source_env_sh(ROS_DOMAIN_ID="") == [str(dds.SHELL_DOMAIN_ID), "LOCALHOST", str(dds.FASTDDS_PROFILE)]
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "env.sh").read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    assert "ROS_DOMAIN_ID" not in code and "LOCALHOST" not in code and "fastdds_profile.xml" not in code
+
+
 def test_strict_confinement_overrides_the_shell(monkeypatch):
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
     monkeypatch.setenv("ROS_STATIC_PEERS", "192.168.1.2")
