@@ -41,14 +41,29 @@ class GeometryConfig:
 
 @dataclass
 class MaskConfig:
-    source: str = param("rgbd", "2D mask source: 'sam', 'precomputed', 'ground_truth', 'rgbd' (weight-free, planes + "
+    source: str = param("rgbd", "2D mask source: 'sam', 'fastsam' (ultralytics, optional, AGPL-3.0), 'sam2' "
+                                "(transformers), 'precomputed', 'ground_truth', 'rgbd' (weight-free, planes + "
                                 "depth/crease/colour edges) or 'weight_free' (colour/depth edges).",
-                        choices=("sam", "precomputed", "ground_truth", "rgbd", "weight_free"))
+                        choices=("sam", "fastsam", "sam2", "precomputed", "ground_truth", "rgbd", "weight_free"))
     sam_checkpoint: str = param("", "Path to a segment-anything checkpoint (sam_vit_b_01ec64.pth, ...).")
     sam_model_type: str = param("vit_b", "segment-anything model type.", choices=("vit_b", "vit_l", "vit_h"))
-    points_per_side: int = param(16, "SAM automatic mask generator: points per side.", 1, 128)
-    pred_iou_thresh: float = param(0.86, "SAM automatic mask generator: predicted IoU threshold.", 0.0, 1.0)
-    stability_score_thresh: float = param(0.92, "SAM automatic mask generator: stability threshold.", 0.0, 1.0)
+    points_per_side: int = param(16, "SAM / SAM 2 automatic mask generator: points per side.", 1, 128)
+    pred_iou_thresh: float = param(0.86, "SAM / SAM 2 automatic mask generator: predicted IoU threshold.", 0.0, 1.0)
+    stability_score_thresh: float = param(0.92, "SAM / SAM 2 automatic mask generator: stability threshold.",
+                                          0.0, 1.0)
+    fastsam_checkpoint: str = param("", "Path to a FastSAM checkpoint (FastSAM-s.pt or FastSAM-x.pt, ultralytics "
+                                        "format; read without running code from it).")
+    fastsam_image_size: int = param(640, "FastSAM: long side, in pixels, of the network input (multiple of 32).",
+                                    32, 4096)
+    fastsam_conf: float = param(0.4, "FastSAM: detection confidence threshold.", 0.0, 1.0)
+    fastsam_iou: float = param(0.9, "FastSAM: NMS IoU threshold between detections.", 0.0, 1.0)
+    sam2_checkpoint: str = param("", "SAM 2 model folder in transformers format (config.json + model.safetensors, "
+                                     "e.g. sam2.1-hiera-tiny); its image size is the checkpoint's (1024).")
+    sam2_nms_iou: float = param(0.7, "SAM 2 automatic mask generator: box NMS IoU threshold between masks.", 0.0, 1.0)
+    sam2_points_per_batch: int = param(64, "SAM 2 automatic mask generator: prompt points per decoder batch.",
+                                       1, 4096)
+    network_device: str = param("", "Device of the mask network (sam, fastsam, sam2): '' = the pipeline's device, "
+                                    "or 'auto', 'cpu', 'cuda', 'cuda:1'.")
     precomputed_dir: str = param("", "Folder of precomputed masks (one file per frame).")
     min_mask_area: int = param(100, "Masks with fewer pixels are dropped.", 0, 10_000_000)
     max_masks: int = param(100, "At most this many masks per frame (largest scores first).", 1, 10_000)

@@ -3,6 +3,8 @@
 Sources (`MaskConfig.source`)
 - 'sam': segment-anything's `SamAutomaticMaskGenerator` on a local checkpoint (model type, points per side,
   IoU and stability thresholds from the config).
+- 'fastsam': FastSAM through ultralytics (optional, AGPL-3.0) on a local checkpoint (core/masks_fastsam.py).
+- 'sam2': SAM 2's automatic mask generator through transformers on a local model folder (core/masks_sam2.py).
 - 'precomputed': masks read from `MaskConfig.precomputed_dir` (e.g. CropFormer output, as in the paper's
   evaluation). One file per frame, named by the frame index, first match wins:
       <index>.npz / <index:06d>.npz   key 'masks' NxHxW bool (or uint8), optional key 'scores' N float
@@ -304,8 +306,20 @@ def build_sam(model_type: str, checkpoint: str, device: torch.device) -> torch.n
 def make_mask_source(config: Any, device: torch.device) -> MaskSource:
     """MaskSource for `config.masks` (a PipelineConfig or a MaskConfig)."""
     masks = getattr(config, "masks", config)
+    if masks.network_device and masks.source in ("sam", "fastsam", "sam2"):
+        from moonseg3r_ros.core.devices import resolve_device
+
+        device = resolve_device(masks.network_device)
     if masks.source == "sam":
         return SamMasks(masks, device)
+    if masks.source == "fastsam":
+        from moonseg3r_ros.core.masks_fastsam import FastSamMasks
+
+        return FastSamMasks(masks, device)
+    if masks.source == "sam2":
+        from moonseg3r_ros.core.masks_sam2 import Sam2Masks
+
+        return Sam2Masks(masks, device)
     if masks.source == "precomputed":
         return PrecomputedMasks(masks.precomputed_dir, masks.min_mask_area, masks.max_masks)
     if masks.source == "ground_truth":

@@ -13,6 +13,10 @@ def required_files(config: PipelineConfig) -> list[tuple[str, str]]:
         needed.append(("geometry.cut3r_checkpoint", config.geometry.cut3r_checkpoint))
     if config.masks.source == "sam":
         needed.append(("masks.sam_checkpoint", config.masks.sam_checkpoint))
+    if config.masks.source == "fastsam":
+        needed.append(("masks.fastsam_checkpoint", config.masks.fastsam_checkpoint))
+    if config.masks.source == "sam2":
+        needed.append(("masks.sam2_checkpoint", config.masks.sam2_checkpoint))
     if config.masks.source == "precomputed":
         needed.append(("masks.precomputed_dir", config.masks.precomputed_dir))
     if config.features.backbone == "dino":
