@@ -27,7 +27,7 @@ from moonseg3r_ros.ros.node_config import NodeConfig
 # config on every frame (parts that copy a value when they are built, e.g. the mask sources' min_mask_area or
 # the recorded geometry's max_depth, are not listed: those need cleanup + configure).
 PIPELINE_TUNABLE = frozenset({
-    "keyframe_interval", "min_valid_fraction", "max_image_pixels", "geometry.min_confidence",
+    "keyframe_interval", "prune_interval", "min_valid_fraction", "max_image_pixels", "geometry.min_confidence",
     "memory.max_contextual_queries",
     "association.merge_threshold", "association.match_threshold", "association.match_threshold_without_state",
     "association.merge_box_margin",
