@@ -17,7 +17,9 @@ from moonseg3r_ros.ros.frame_publisher import CAMERA_TOPICS, FramePublisher, str
 CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
 SHUTDOWN_FROM_UNCONFIGURED, SHUTDOWN_FROM_INACTIVE, SHUTDOWN_FROM_ACTIVE = 5, 6, 7
 DIAGNOSTIC_PREFIX = "moonseg3r"
-# Diagnostics counters of frames the node received but did not process (each counted once).
+# Diagnostics counters of what went wrong with the inputs, by kind. Counts of messages, not of images:
+# bad_input and pairing_drops count camera_info / depth / pose messages too, so one lost image can show in
+# two of them. Whole images are counted by images_dropped (see finished_frames).
 LOST_COUNTERS = ("queue_drops", "pairing_drops", "bad_input", "stamps_not_increasing")
 
 
@@ -63,9 +65,15 @@ def counter_value(values: dict[str, str], name: str) -> int:
 
 
 def finished_frames(values: dict[str, str]) -> int:
-    """Frames the node is done with: processed, skipped, failed or dropped (from its diagnostics values)."""
-    names = ("frames_processed", "skipped", "processing_errors") + LOST_COUNTERS
-    return sum(counter_value(values, n) for n in names)
+    """Images the node is done with (from its diagnostics values): every received image ends in exactly one
+    of frames_processed and images_dropped (skipped, failed and every kind of drop are images_dropped.*)."""
+    return counter_value(values, "frames_processed") + counter_value(values, "images_dropped")
+
+
+def dropped_frames(values: dict[str, str]) -> int:
+    """Received images the node dropped instead of processing (not skipped by the pipeline, not failed)."""
+    return counter_value(values, "images_dropped") - counter_value(values, "images_dropped.skipped") \
+        - counter_value(values, "images_dropped.processing_error")
 
 
 class NodeClient:
@@ -214,7 +222,7 @@ class NodeClient:
         return counter_value(self._diagnostics, name)
 
     def finished(self) -> int:
-        """Frames the node is done with (processed, skipped, failed or dropped), from its diagnostics."""
+        """Images the node is done with (processed, skipped, failed or dropped), from its diagnostics."""
         return finished_frames(self._diagnostics)
 
     def camera_poses(self, parent: str = "map", child: str = "camera_optical") -> dict[int, np.ndarray]:

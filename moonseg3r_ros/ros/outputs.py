@@ -190,8 +190,9 @@ class OutputsMixin:
         self._count("clouds_published", 1)
 
     def _republish_latched(self) -> None:
-        """Send the map again on (re)activation: the latched outputs' history went with their publishers,
-        and a subscriber arriving now must not wait for the next keyframe."""
+        """Send the map again on (re)activation: the latched outputs' history (InstanceMap, markers, cloud,
+        OccupancyGrid and InstanceGrid) went with their publishers, and a subscriber arriving now must not wait
+        for the next keyframe."""
         with self._lock:
             pipeline, stamp = self._pipeline, self._last_map_stamp
             if pipeline is None or (stamp is None and len(pipeline.instance_map) == 0):
@@ -204,4 +205,13 @@ class OutputsMixin:
         if markers is not None:
             self._publish("markers", markers)
         self.publish_cloud()
+        self._republish_grids(stamp)
         self._count("latched_republished", 1)
+
+    def _republish_grids(self, stamp: Time) -> None:
+        """The navigation grids of the current map, stamped like the map state they show."""
+        outputs = self._nav.outputs if self._nav is not None else None
+        if outputs is None or not self.config.nav.occupancy_grid:
+            return
+        outputs.mark_dirty(stamp)
+        outputs.publish_grid()

@@ -4,8 +4,10 @@
   a log line saying so, and activate logs every subscribed topic;
 - a depth / instance_ids image of another size than its camera image: the camera image ends in exactly one
   counter, and received == processed + dropped holds;
+- a side input the node rejects (a pose in another frame): its image is dropped unpaired and counted once,
+  so NodeClient.finished() equals the images received (bad_input and pairing_drops count messages);
 - deactivate/activate: a subscriber arriving after re-activation gets the map at once (latched outputs sent
-  again);
+  again: InstanceMap, cloud, OccupancyGrid and InstanceGrid);
 - the shutdown transition ends the process.
 """
 import dataclasses
@@ -16,7 +18,7 @@ from sensor_msgs.msg import Image
 
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
-                                       SHUTDOWN_FROM_ACTIVE, TestClient)
+                                       SHUTDOWN_FROM_ACTIVE, Collector, TestClient)
 
 
 def node_status(client) -> DiagnosticStatus | None:
@@ -89,21 +91,64 @@ def status_ok_or_dropping(client) -> bool:
     return status is not None and status.message == "dropping frames (see values)"
 
 
+def test_a_rejected_side_input_loses_its_image_once(node_process, client, small_frames):
+    proc = node_process("moonseg3r", {**GROUND_TRUTH_PARAMS, "diagnostics_rate": 5.0}, CAMERA_REMAPS)
+    client.subscribe_outputs(only=("diagnostics",))
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    client.make_input_publishers()
+    assert client.spin_until(client.inputs.subscribed, 30) and client.wait_inputs_matched(), proc.log()
+    for i, frame in enumerate(small_frames):
+        client.inputs.map_frame = "odom" if i == 1 else "map"  # frame 1's pose is refused: not in frames.map
+        client.publish_frame(frame, conv.seconds_to_stamp(30.0 + 0.1 * i))
+        client.spin_for(0.05)
+    assert client.spin_until(lambda: identity_holds(client) and client.counter("images_received") == 4, 60), \
+        (client.diagnostics(), proc.log())
+    assert client.counter("bad_input.pose") == 1
+    assert client.counter("frames_processed") == 3
+    assert client.counter("images_dropped") == client.counter("images_dropped.unpaired") == 1
+    assert client.counter("pairing_drops") >= 2  # image 1 and its depth / ids: messages, not images
+    assert client.finished() == 4
+
+
+def latched_grids(node: TestClient, target: str = "moonseg3r") -> None:
+    """Collect the node's OccupancyGrid and InstanceGrid (transient local, like a map server)."""
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from moonseg3r_msgs.msg import InstanceGrid
+
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    for key, msg_type, topic in (("grid", OccupancyGrid, "occupancy_grid"), ("instance_grid", InstanceGrid,
+                                                                             "instance_grid")):
+        node.collectors[key] = collector = Collector()
+        node.node.create_subscription(msg_type, f"/{target}/{topic}", collector, qos)
+
+
 def test_reactivation_sends_the_latched_map_again_for_late_subscribers(node_process, client, ros_context,
                                                                        small_frames):
-    proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
+    proc = node_process("moonseg3r", {**GROUND_TRUTH_PARAMS, "occupancy.rate": 0.0}, CAMERA_REMAPS)
     client.subscribe_outputs(only=("instance_map",))
+    latched_grids(client)
     assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
     client.feed(small_frames, 20.0)
-    assert client.spin_until(lambda: len(client["instance_map"]) >= 2, 60), proc.log()
+    assert client.spin_until(lambda: all(len(client[k]) >= 2 for k in ("instance_map", "grid", "instance_grid")),
+                             60), proc.log()  # the 2 keyframes
     ids = {i.id for i in client["instance_map"].last().instances}
+    grid, instance_grid = client["grid"].last(), client["instance_grid"].last()
     assert client.change_state(DEACTIVATE) and client.change_state(ACTIVATE)
     late = TestClient(ros_context, "late_subscriber")
     try:
         late.subscribe_outputs(only=("instance_map", "cloud"))
-        assert late.spin_until(lambda: len(late["instance_map"]) >= 1 and len(late["cloud"]) >= 1, 30), proc.log()
+        latched_grids(late)
+        assert late.spin_until(lambda: all(len(late[k]) >= 1 for k in ("instance_map", "cloud", "grid",
+                                                                         "instance_grid")), 30), proc.log()
         assert {i.id for i in late["instance_map"].last().instances} == ids
         assert late["cloud"].last().width > 0
+        # The grids of the same map state: same cells, same stamp (the last keyframe's image).
+        for before, again in ((grid, late["grid"].last()), (instance_grid, late["instance_grid"].last())):
+            assert again.header.stamp == before.header.stamp
+            assert (again.info.width, again.info.height) == (before.info.width, before.info.height)
+            assert list(again.data) == list(before.data) and any(v > 0 for v in again.data)
     finally:
         late.close()
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from moonseg3r_ros.ros.dds import confine_dds
 from moonseg3r_ros.ros.dds import describe as describe_dds
 from moonseg3r_ros.ros.frame_publisher import CAMERA_TOPICS, MissingInput, streams_for
-from moonseg3r_ros.ros.node_client import LOST_COUNTERS, NodeClient, counter_value
+from moonseg3r_ros.ros.node_client import LOST_COUNTERS, NodeClient, counter_value, dropped_frames
 from moonseg3r_ros.ros.node_process import NodeProcess
 from moonseg3r_ros.tools.replay.choices import GEOMETRY_SOURCES, MASK_SOURCES  # noqa: F401 (re-exported)
 from moonseg3r_ros.tools.replay.export import ReplayResult, align_to_ground_truth, export_map
@@ -238,7 +238,7 @@ def _stats(values: dict, sent: int) -> dict:
         **{n: c(n) for n in LOST_COUNTERS},
         "not_received": max(0, sent - received) if "images_received" in values else 0,
     }
-    stats["drops"] = stats["not_received"] + sum(stats[n] for n in LOST_COUNTERS)
+    stats["drops"] = stats["not_received"] + dropped_frames(values)  # images; LOST_COUNTERS count messages
     stats["node_fps"] = _number(values.get("fps", "nan"))  # numbers as numbers in metrics.json
     stats["node_latency_mean_ms"] = _number(values.get("latency_mean_ms", "nan"))
     stats["node_peak_rss_mb"] = _number(values.get("peak_rss_mb", "nan"))
