@@ -15,9 +15,12 @@ from typing import Any, Iterable, Optional
 
 def param(default: Any, description: str, low: Optional[float] = None, high: Optional[float] = None,
           choices: Optional[tuple] = None):
-    """A dataclass field with a parameter description, an optional [low, high] range and choices."""
-    return field(default=default, metadata={"description": description, "range": (low, high),
-                                            "choices": choices})
+    """A dataclass field with a parameter description, an optional [low, high] range and choices (a list default
+    is copied for every instance)."""
+    metadata = {"description": description, "range": (low, high), "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -195,9 +198,7 @@ class OccupancyConfig:
     ground: str = param("plane", "Ground plane: 'plane' (normal 'up' at height 'ground_height') or 'fit' (the "
                                  "largest plane within fit_max_tilt of 'up', fitted to the map's points).",
                         choices=("plane", "fit"))
-    up: list = field(default_factory=lambda: [0.0, 0.0, 1.0], metadata={
-        "description": "Up direction of the map frame [x, y, z] (REP 103 maps: z up).",
-        "range": (None, None), "choices": None})
+    up: list = param([0.0, 0.0, 1.0], "Up direction of the map frame [x, y, z] (REP 103 maps: z up).")
     ground_height: float = param(0.0, "Height of the ground plane along 'up' (ground 'plane').", -1e4, 1e4)
     fit_max_tilt: float = param(20.0, "Ground 'fit': largest angle between the fitted plane's normal and 'up' "
                                       "(degrees).", 0.0, 90.0)

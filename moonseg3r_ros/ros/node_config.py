@@ -79,10 +79,8 @@ class NodeConfig:
     publish_debug_image: bool = param(True, "Publish the mask overlay (only while someone subscribes).")
     publish_markers: bool = param(True, "Publish instance boxes and labels after every keyframe.")
     diagnostics_rate: float = param(1.0, "diagnostic_msgs/DiagnosticArray rate on /diagnostics (Hz).", 0.01, 100.0)
-    camera_to_base: list = field(default_factory=lambda: list(IDENTITY_TRANSFORM), metadata={
-        "description": "Static pose of the camera optical frame in frames.base as [x, y, z, qx, qy, qz, qw] "
-                       "(used when frames.base is set).",
-        "range": (None, None), "choices": None})
+    camera_to_base: list = param(list(IDENTITY_TRANSFORM), "Static pose of the camera optical frame in frames.base as "
+                                 "[x, y, z, qx, qy, qz, qw] (used when frames.base is set).")
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
