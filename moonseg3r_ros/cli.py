@@ -33,6 +33,7 @@ BENCH = {
     "scenes": "moonseg3r_ros.tools.eval_scenes",
     "replays": "moonseg3r_ros.tools.bench_replays",
     "burst": "moonseg3r_ros.tools.bench_burst",
+    "e2e": "moonseg3r_ros.tools.bench_e2e",
 }
 HELP = {
     "replay": "replay a sequence or bag through the MoonSeg3R node/pipeline (moonseg3r_ros.tools.replay)",
