@@ -82,10 +82,15 @@ def sam2_image_processor(folder: str, model: torch.nn.Module) -> Any:
 
 
 def generator_kwargs(config: MaskConfig) -> dict[str, Any]:
-    """Arguments of transformers' mask-generation pipeline for `config`."""
+    """Arguments of transformers' mask-generation pipeline for `config`.
+
+    The pipeline only ends its chunks when the batch divides the number of points (points_per_side^2; else it
+    stops with StopIteration), so the batch is the largest divisor of it up to `sam2_points_per_batch`."""
+    points = config.points_per_side ** 2
+    batch = max(d for d in range(1, min(points, config.sam2_points_per_batch) + 1) if points % d == 0)
     return {"points_per_crop": config.points_per_side, "pred_iou_thresh": config.pred_iou_thresh,
             "stability_score_thresh": config.stability_score_thresh, "crops_nms_thresh": config.sam2_nms_iou,
-            "points_per_batch": config.sam2_points_per_batch}
+            "points_per_batch": batch}
 
 
 class Sam2Masks:
