@@ -13,12 +13,14 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
-                                       SHUTDOWN_FROM_ACTIVE, Collector, TestClient)
+                                       SHUTDOWN_FROM_ACTIVE, SHUTDOWN_FROM_INACTIVE, SHUTDOWN_FROM_UNCONFIGURED,
+                                       Collector, TestClient)
 
 
 def node_status(client) -> DiagnosticStatus | None:
@@ -153,10 +155,14 @@ def test_reactivation_sends_the_latched_map_again_for_late_subscribers(node_proc
         late.close()
 
 
-def test_the_process_exits_after_reaching_finalized(node_process, client):
+@pytest.mark.parametrize("state", ["unconfigured", "inactive", "active"])
+def test_the_process_exits_after_reaching_finalized(node_process, client, state):
     proc = node_process("moonseg3r", GROUND_TRUTH_PARAMS, CAMERA_REMAPS)
-    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
-    assert client.change_state(SHUTDOWN_FROM_ACTIVE)
+    steps = {"unconfigured": [], "inactive": [CONFIGURE], "active": [CONFIGURE, ACTIVATE]}[state]
+    assert all(client.change_state(step) for step in steps) and client.get_state() == state, proc.log()
+    shutdown = {"unconfigured": SHUTDOWN_FROM_UNCONFIGURED, "inactive": SHUTDOWN_FROM_INACTIVE,
+                "active": SHUTDOWN_FROM_ACTIVE}[state]
+    assert client.change_state(shutdown)
     assert client.spin_until(lambda: not proc.alive(), 30), proc.log()
     assert proc.exit_code() == 0
     assert "finalized: exiting" in proc.log()
