@@ -72,7 +72,9 @@ def plane_ids(points: np.ndarray, normals: np.ndarray, normal_ok: np.ndarray, va
             break
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(remaining))
         o3d.utility.random.seed(params.seed + k)
-        model, inliers = cloud.segment_plane(threshold, 3, 120)
+        # probability 1: all 120 iterations run; Open3D's early stop depends on its threads' timing, so identical
+        # calls gave different planes
+        model, inliers = cloud.segment_plane(threshold, 3, 120, probability=1.0)
         if len(inliers) < params.plane_min_fraction * len(sample):
             break
         normal = np.asarray(model[:3], np.float64)
