@@ -104,11 +104,12 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         client.subscribe_outputs()
         if not (client.change_state(CONFIGURE) and client.change_state(ACTIVATE)):
             raise RuntimeError(f"the node did not start:\n{proc.log()}")
-        client.make_input_publishers()
-        for key in ("image", "depth", "pose", "instance_ids", "camera_info"):
+        client.make_input_publishers(ground_truth=args.masks == "ground_truth")  # ids only for GT masks
+        for key in client.inputs.pubs:
             if not client.wait_for_subscribers(key):
                 raise RuntimeError(f"the node did not subscribe to {key}")
-        client.spin_until(lambda: bool(client.diagnostics()), 30)
+        if not client.wait_inputs_matched(timeout=30.0, silent_after=30.0):
+            raise RuntimeError(f"the node's diagnostics did not report its inputs matched:\n{proc.log()}")
         published: dict[int, float] = {}
         period = 1.0 / args.rate
         start = time.monotonic()
@@ -184,7 +185,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--keyframe-interval", type=int, default=1,
                         help="1 = every frame yields an InstanceMap (latency measured on every frame)")
-    parser.add_argument("--masks", default="ground_truth", choices=("ground_truth", "weight_free"))
+    parser.add_argument("--masks", default="ground_truth", choices=("ground_truth", "rgbd", "weight_free"),
+                        help="mask source of the node (default ground_truth; rgbd is the node's own default)")
     parser.add_argument("--queue-size", type=int, default=2)
     parser.add_argument("--drop-policy", default="latest", choices=("latest", "oldest"))
     parser.add_argument("--input-depth", type=int, default=5, help="the node's input QoS history depth")

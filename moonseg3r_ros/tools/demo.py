@@ -59,9 +59,11 @@ def stand_in_statement(opts: rp.ReplayOptions) -> str:
     elif opts.masks == "rgbd":
         masks = ("Masks: the RGB-D mask source (support planes, depth jumps, concave creases and colour; no learned "
                  "weights) stood in for SAM (set --sam-checkpoint PATH to use SAM).")
-    else:
+    elif opts.masks == "weight_free":
         masks = ("Masks: the weight-free mask source (colour and depth edges, no learned weights) stood in for SAM "
                  "(set --sam-checkpoint PATH to use SAM).")
+    else:
+        masks = f"Masks: mask source '{opts.masks}' (see masks.source in docs/node.md)."
     return f"{geometry}\n{masks}"
 
 

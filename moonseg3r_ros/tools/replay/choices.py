@@ -1,5 +1,13 @@
-"""The sources `moonseg3r replay` and `moonseg3r demo` offer. A module of its own with no imports, so that
-building their parsers (`--help`) loads neither torch nor rclpy."""
+"""The sources `moonseg3r replay` and `moonseg3r demo` offer: the node's own choices (core/config.py). A module
+of its own that loads neither torch nor rclpy, so that building their parsers (`--help`) stays fast."""
+import dataclasses
 
-GEOMETRY_SOURCES = ("recorded", "cut3r")
-MASK_SOURCES = ("rgbd", "weight_free", "ground_truth", "sam", "precomputed")
+from moonseg3r_ros.core.config import GeometryConfig, MaskConfig
+
+
+def _choices(config: type, name: str) -> tuple[str, ...]:
+    return tuple(next(f for f in dataclasses.fields(config) if f.name == name).metadata["choices"])
+
+
+GEOMETRY_SOURCES = _choices(GeometryConfig, "source")
+MASK_SOURCES = _choices(MaskConfig, "source")
