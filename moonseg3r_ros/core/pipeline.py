@@ -304,8 +304,8 @@ class MoonSeg3RPipeline:
             result.instance_ids_2d = np.zeros((frame.height, frame.width), np.int32)
             return
         try:
-            if job.feature_error is not None:
-                raise job.feature_error
+            if job.feature_error is not None or job.features is None:
+                raise job.feature_error or RuntimeError("no 2D features")
             keyframe = self._infer(frame, geometry, masks, job.features, timings)
         except Exception as err:  # a fault in one keyframe must not stop the stream or touch the map
             self.stats["skipped_errors"] += 1

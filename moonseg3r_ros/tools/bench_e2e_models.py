@@ -93,6 +93,9 @@ def configure_mask_network(config: PipelineConfig, masks: str, size: str, folder
     require_package(masks)
     cfg = config.masks
     cfg.source = masks
+    # random SAM weights score every mask low: quality thresholds at 0 so the network gives masks (up to
+    # max_masks) as a trained one does on a cluttered view, and their post-processing is timed too
+    cfg.pred_iou_thresh = cfg.stability_score_thresh = 0.0
     if masks == "fastsam":
         cfg.fastsam_checkpoint = str(_fastsam_checkpoint(folder / f"fastsam_{size}.pt", size))
         if size != "full":
@@ -120,6 +123,9 @@ def _fastsam_checkpoint(path: Path, size: str) -> Path:
 
     torch.manual_seed(0)
     model = SegmentationModel(cfg="yolov8x-seg.yaml" if size == "full" else "yolov8n-seg.yaml", nc=1, verbose=False)
+    with torch.no_grad():  # class logits ~0 (scores ~0.5, above fastsam_conf) instead of the training prior's
+        for branch in model.model[-1].cv3:  # 0.01, so the random network detects (and its masks are timed)
+            branch[-1].bias.zero_()
     model.names = {0: "object"}
     torch.save({"model": model.eval(), "train_args": {}}, path)
     return path
@@ -133,8 +139,8 @@ def _sam2_folder(folder: Path, size: str) -> Path:
     if size != "full":
         backbone = config.vision_config.backbone_config
         backbone.hidden_size, backbone.embed_dim_per_stage = 32, [32, 64, 128, 256]
-        backbone.blocks_per_stage, backbone.num_attention_heads_per_stage = [1, 1, 1, 1], [1, 1, 2, 2]
-        backbone.global_attention_blocks = [2]
+        backbone.blocks_per_stage, backbone.num_attention_heads_per_stage = [1, 1, 2, 1], [1, 1, 2, 2]
+        backbone.global_attention_blocks = [3]  # not a stage's first block (that one pools, windowed)
         config.vision_config.backbone_channel_list = [256, 128, 64, 32]
     torch.manual_seed(0)
     Sam2Model(config).save_pretrained(folder, safe_serialization=True)
