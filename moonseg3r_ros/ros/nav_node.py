@@ -37,7 +37,8 @@ class NavMixin:
         check_config(self.pipeline_config.occupancy)  # combinations the per-field ranges miss: activate fails
         needs = self._side_inputs()
         if self._pairing is not None and sorted(self._pairing.streams) != sorted(["image"] + needs):
-            self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size)  # tf_mode changed
+            self._pairing = StampPairing(["image"] + needs, self.config.sync.buffer_size,  # tf_mode changed
+                                         self._on_pairing_drop)  # evicted images are counted, as in configure
         self._nav = NavBridge(self, self._nav_snapshot, self._count, self._output_group)
         self._nav.activate()
         self._static_camera = self.config.frames.camera or None  # on_activate sent it when named

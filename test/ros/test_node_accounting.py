@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 
 from moonseg3r_ros.ros import conversions as conv
+from moonseg3r_ros.ros.frame_publisher import image_msg
 from moonseg3r_ros.ros.testing import (ACTIVATE, CAMERA_REMAPS, CONFIGURE, DEACTIVATE, GROUND_TRUTH_PARAMS,
                                        SHUTDOWN_FROM_ACTIVE, SHUTDOWN_FROM_INACTIVE, SHUTDOWN_FROM_UNCONFIGURED,
                                        Collector, TestClient)
@@ -110,6 +111,29 @@ def test_a_rejected_side_input_loses_its_image_once(node_process, client, small_
     assert client.counter("images_dropped") == client.counter("images_dropped.unpaired") == 1
     assert client.counter("pairing_drops") >= 2  # image 1 and its depth / ids: messages, not images
     assert client.finished() == 4
+
+
+def test_pairing_rebuilt_for_another_tf_mode_still_accounts_every_image(node_process, client, small_frames):
+    """Deactivate, nav.tf_mode localization (the pose now comes from TF), activate: the pairing of the new
+    stream set must report its evicted images like the first one did, or they stay pending forever."""
+    proc = node_process("moonseg3r", {**GROUND_TRUTH_PARAMS, "diagnostics_rate": 5.0, "nav.tf_wait": 0.1},
+                        CAMERA_REMAPS)
+    client.subscribe_outputs(only=("diagnostics",))
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE) and client.change_state(DEACTIVATE)
+    assert client.set_parameters({"nav.tf_mode": "localization"})[0].successful
+    assert client.change_state(ACTIVATE), proc.log()
+    client.make_input_publishers()
+    for key in ("image", "depth", "camera_info", "instance_ids"):  # no pose subscription any more
+        assert client.wait_for_subscribers(key), proc.log()
+    assert client.wait_inputs_matched(), (client.diagnostics(), proc.log())
+    client.inputs["image"].publish(image_msg(small_frames[0].image, conv.seconds_to_stamp(40.0)))  # alone
+    client.spin_for(0.2)
+    client.publish_frame(small_frames[1], conv.seconds_to_stamp(40.1))  # pairs; evicts the lone image
+    assert client.spin_until(lambda: identity_holds(client) and client.counter("images_received") == 2, 60), \
+        (client.diagnostics(), proc.log())
+    assert client.counter("images_dropped.unpaired") == 1
+    assert client.counter("images_dropped.no_robot_pose") == 1  # nobody publishes the robot's TF here
+    assert client.finished() == 2
 
 
 def latched_grids(node: TestClient, target: str = "moonseg3r") -> None:
