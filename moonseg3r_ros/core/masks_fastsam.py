@@ -82,7 +82,7 @@ def load_fastsam(checkpoint: str, device: torch.device) -> torch.nn.Module:
         raise MaskError(f"masks.fastsam_checkpoint '{checkpoint}' is not a torch checkpoint: {err}") from err
     record = _model_record(state, checkpoint)
     try:
-        model = SegmentationModel(cfg=dict(record.yaml), verbose=False)
+        model: Any = SegmentationModel(cfg=dict(record.yaml), verbose=False)
         weights = record_state_dict(record)
         problem = state_mismatch(model.state_dict(), weights)
         if not problem:
@@ -160,9 +160,20 @@ class FastSamMasks:
         masks = (result.masks.data > 0.5).cpu().numpy()
         scores = result.boxes.conf.float().cpu().numpy()
         if masks.shape[1:] != (frame.height, frame.width):
-            raise MaskError(f"FastSAM returned masks of size {masks.shape[1:]} for a {frame.height}x{frame.width} frame")
+            raise MaskError(f"FastSAM returned masks of size {masks.shape[1:]} for a "
+                            f"{frame.height}x{frame.width} frame")
         return filter_masks(masks, scores, self.config.min_mask_area, self.config.max_masks)
 
     def close(self) -> None:
         self.predictor = None
         self.model = None
+
+
+def random_fastsam(scale: str = "s", seed: int = 0) -> torch.nn.Module:
+    """FastSAM-s (scale 's': YOLOv8s-seg, one class) or FastSAM-x ('x') with ultralytics' random initialisation
+    (benchmarks of the network's cost; its detections are not meaningful)."""
+    import_ultralytics()
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(seed)
+    return SegmentationModel(f"yolov8{scale}-seg.yaml", nc=1, verbose=False).eval()

@@ -71,7 +71,7 @@ def load_sam2(folder: str, device: torch.device) -> torch.nn.Module:
     return model.float().eval().to(device)
 
 
-def sam2_image_processor(folder: str, model: torch.nn.Module) -> Any:
+def sam2_image_processor(folder: str, model: Any) -> Any:
     """The folder's image processor (preprocessor_config.json) or the default one at the model's input size."""
     from transformers import Sam2ImageProcessorFast
 
@@ -102,9 +102,10 @@ class Sam2Masks:
 
         self.config = config
         self.device = torch.device(device)
-        self.model: Optional[torch.nn.Module] = model or load_sam2(config.sam2_checkpoint, self.device)
-        processor = image_processor or sam2_image_processor(config.sam2_checkpoint, self.model)
-        self.generator: Any = pipeline("mask-generation", model=self.model, image_processor=processor,
+        network: Any = model or load_sam2(config.sam2_checkpoint, self.device)
+        processor = image_processor or sam2_image_processor(config.sam2_checkpoint, network)
+        self.model: Optional[torch.nn.Module] = network
+        self.generator: Any = pipeline("mask-generation", model=network, image_processor=processor,
                                        device=self.device)
 
     def generate(self, frame: Frame, geometry: Optional[FrameGeometry] = None) -> MaskSet:
@@ -123,3 +124,12 @@ class Sam2Masks:
     def close(self) -> None:
         self.generator = None
         self.model = None
+
+
+def random_sam2(seed: int = 0) -> torch.nn.Module:
+    """SAM 2 with transformers' default config (the Hiera-tiny image encoder at 1024x1024) and random weights
+    (benchmarks of the network's cost; its masks are not meaningful)."""
+    from transformers import Sam2Config, Sam2Model
+
+    torch.manual_seed(seed)
+    return Sam2Model(Sam2Config()).eval()
