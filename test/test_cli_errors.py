@@ -78,3 +78,15 @@ def test_evaluate_refuses_mask_values_other_than_0_and_1(tmp_path, capsys):
     np.savetxt(mask_file, (gt == 1001).astype(np.int64) * 7, fmt="%d")
     assert cli.main(["evaluate", "--gt", str(gt_dir), "--pred", str(tmp_path / "pred")]) == 1
     assert "mask values must be 0 or 1, found 7 (200 of 600 lines)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"this is no map at all\n", b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94."])
+def test_view_of_a_file_that_is_no_npz_says_so(tmp_path, capsys, content):
+    """numpy takes any file that is neither .npy nor .npz for a pickle: the error names what the file is."""
+    path = tmp_path / "map.npz"
+    path.write_bytes(content)  # text, and a plain pickle of {}
+    assert cli.main(["view", str(path), "--out", str(tmp_path / "map.rrd")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"moonseg3r view: error: instance map file {path} is not a .npz archive (the zip file save_map " \
+                  "writes); nothing of it was read"
+    assert not (tmp_path / "map.rrd").exists()

@@ -69,6 +69,17 @@ def save_map(path: str | os.PathLike, state: MapState) -> None:
         np.savez(f, **arrays)
 
 
+def _pickle_refusal(path: str | os.PathLike) -> str:
+    """Why np.load(allow_pickle=False) refused `path`: numpy takes every file that is neither .npy nor .npz
+    for a pickle, so a file that is no zip archive is named as such (nothing of it was read)."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if zipped:
+        return (f"refused to read instance map {path}: it holds a Python object array (a pickle); map files "
+                "hold plain arrays only")
+    return f"instance map file {path} is not a .npz archive (the zip file save_map writes); nothing of it was read"
+
+
 def load_map(path: str | os.PathLike) -> MapState:
     """Read a map written by `save_map`; MapFileError when missing, corrupt, truncated or another version."""
     try:
@@ -77,9 +88,8 @@ def load_map(path: str | os.PathLike) -> MapState:
     except FileNotFoundError:
         raise MapFileError(f"instance map file not found: {path}") from None
     except ValueError as err:
-        if "allow_pickle" in str(err):  # an object array: numpy would have to unpickle it
-            raise MapFileError(f"refused to read instance map {path}: it holds a Python object array (a "
-                               f"pickle); map files hold plain arrays only") from None
+        if "allow_pickle" in str(err):  # numpy would have to unpickle: an object array, or no .npz at all
+            raise MapFileError(_pickle_refusal(path)) from None
         raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise MapFileError(f"instance map file {path} is corrupt or truncated: {err}") from None
