@@ -90,3 +90,13 @@ def test_view_of_a_file_that_is_no_npz_says_so(tmp_path, capsys, content):
     assert err == f"moonseg3r view: error: instance map file {path} is not a .npz archive (the zip file save_map " \
                   "writes); nothing of it was read"
     assert not (tmp_path / "map.rrd").exists()
+
+
+@pytest.mark.parametrize("command", [["demo"], ["replay", "/nonexistent/input"]])
+def test_demo_and_replay_onto_a_file_say_so(tmp_path, capsys, command):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    assert cli.main(command + ["--out", str(target), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == f"moonseg3r {command[0]}: error: --out {target} is a file; give a " \
+                                              "folder (it is created when missing)"
+    assert target.read_text() == "x"

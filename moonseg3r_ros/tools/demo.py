@@ -36,6 +36,7 @@ from typing import Optional
 
 
 from moonseg3r_ros.tools import replay as rp
+from moonseg3r_ros.tools.replay.cli import check_out_folder
 
 DEFAULT_KIND = "tabletop"
 DEFAULT_FRAMES = {"tabletop": 80, "room": 80, "primitives": 100}
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     from moonseg3r_ros.tools.render import render_map_file
 
     opts = rp.options_from_args(args)
+    check_out_folder(args.out)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()

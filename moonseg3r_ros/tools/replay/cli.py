@@ -60,6 +60,12 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
                          window=args.window, timeout=args.timeout, progress=not args.quiet)
 
 
+def check_out_folder(out: str) -> None:
+    """ReplayError when --out names an existing file (the outputs go into a folder)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ReplayError(f"--out {out} is a file; give a folder (it is created when missing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moonseg3r replay",
@@ -107,6 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         opts = options_from_args(args)
+        check_out_folder(args.out)
         scene = args.scene or (Path(args.gt).stem if args.gt else None)
         source = open_input(args.input, scene)
         if args.vertices:
