@@ -115,11 +115,14 @@ def test_mask_errors_are_counted_at_commit_and_other_faults_raise(scene):
     pipe.flush()
     assert first[0].skipped_reason == "masks: no masks for this frame" and first[1].num_masks == 4
     assert pipe.stats["skipped_no_masks"] == 1
-    masks.generate = lambda frame, geometry=None: 1 / 0  # not a MaskError: raises like the synchronous path
-    _feed(pipe, scene.frames[2:3])
-    with pytest.raises(ZeroDivisionError):
-        pipe.flush()
-    assert len(pipe._pending) == 0
+    masks.fail_on, masks.gate = (), threading.Event()
+    masks.inner.generate = lambda frame, geometry=None: 1 / 0  # not a MaskError: raises like the synchronous path
+    _feed(pipe, scene.frames[2:4])  # two keyframes held at the gate
+    masks.gate.set()
+    for _ in range(2):  # each keyframe's fault is raised once; the second is not lost with the first
+        with pytest.raises(ZeroDivisionError):
+            pipe.flush()
+    assert pipe.flush() == [] and pipe.stats["skipped_no_masks"] == 1
     pipe.close()
 
 

@@ -56,14 +56,13 @@ class KeyframeQueue:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="moonseg3r-masks")
         self._pending.append((item, self._executor.submit(self._run, job)))
 
-    def pop_ready(self, wait: bool = False) -> list[tuple[Any, concurrent.futures.Future]]:
-        """The (item, finished future) pairs at the head, in submission order; every pending one if `wait`."""
-        ready = []
-        while self._pending and (wait or self._pending[0][1].done()):
-            item, future = self._pending.popleft()
-            concurrent.futures.wait([future])
-            ready.append((item, future))
-        return ready
+    def pop_ready(self, wait: bool = False) -> Optional[tuple[Any, concurrent.futures.Future]]:
+        """The oldest (item, future) if its job finished (or, with `wait`, once it has), else None."""
+        if not self._pending or not (wait or self._pending[0][1].done()):
+            return None
+        item, future = self._pending.popleft()
+        concurrent.futures.wait([future])
+        return item, future
 
     def clear(self) -> int:
         """Discard every pending keyframe (the job in progress is waited for); return how many."""

@@ -254,7 +254,8 @@ class MoonSeg3RPipeline:
         if self._pending is None:
             return []
         done = []
-        for (frame, geometry, result, ordinal), future in self._pending.pop_ready(wait):
+        while (ready := self._pending.pop_ready(wait)) is not None:
+            (frame, geometry, result, ordinal), future = ready
             job = future.result()  # re-raises what the mask source raised, as the synchronous path does
             result.timings.update(job.timings)
             if job.features is not None and job.features.is_cuda:
