@@ -18,4 +18,8 @@ Modules:
                     process (ROS-free), the in-process client (lifecycle, parameters, services, outputs),
                     Frames -> input messages; testing.py: what the node tests share
     dds.py          DDS settings of our tools: LOCALHOST, the domain-id rule, the Fast DDS profile (ROS-free)
+    nav_node.py nav_bridge.py nav_outputs.py nav_config.py robot_frames.py tf_buffer.py map_config_sync.py
+                    the navigation part: TF modes with a robot, detections, occupancy/instance grids,
+                    obstacle cloud, QueryInstances, the nav.* parameters, TF lookups; map.* parameters
+                    following a loaded map
 """
