@@ -220,6 +220,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CliError as e:
         print(f"moonseg3r {args.command}: error: {e}", file=sys.stderr)
         return e.code
+    except OSError as e:  # an output folder that cannot be created or written (read-only, no such parent)
+        print(f"moonseg3r {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

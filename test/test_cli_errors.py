@@ -100,3 +100,22 @@ def test_demo_and_replay_onto_a_file_say_so(tmp_path, capsys, command):
     assert capsys.readouterr().err.strip() == f"moonseg3r {command[0]}: error: --out {target} is a file; give a " \
                                               "folder (it is created when missing)"
     assert target.read_text() == "x"
+
+
+def test_outputs_that_cannot_be_created_are_one_line_errors(tmp_path, capsys):
+    from moonseg3r_ros.core.config import MapConfig
+    from moonseg3r_ros.core.instance_map import InstanceMap
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")  # nothing can be created below a file (not even by root)
+    assert cli.main(["generate", "--out", str(blocker / "data"), "--frames", "2", "--width", "32", "--height", "24",
+                     "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("moonseg3r generate: error: [Errno 20] Not a directory"), err
+    instance_map = InstanceMap(MapConfig(voxel_size=0.05))
+    instance_map.integrate(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.uint8), np.ones(1, np.int32), 0.0)
+    instance_map.save(tmp_path / "map.npz")
+    for out in (blocker / "map.rrd", tmp_path):  # below a file; a folder (rerun's own sink raised RuntimeError)
+        assert cli.main(["view", str(tmp_path / "map.npz"), "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("moonseg3r view: error: [Errno "), err

@@ -81,6 +81,8 @@ def write_recording(view: MapView, out: Path) -> Path:
     import rerun as rr
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb"):  # an unwritable path is an OSError here, not rerun's RuntimeError in its sink
+        pass
     rec = rr.RecordingStream(APPLICATION_ID)
     rec.save(str(out))
     log_map(rec, view)
