@@ -100,6 +100,14 @@ def test_sam2_batch_divides_the_points():
     assert generator_kwargs(MaskConfig(points_per_side=10, sam2_points_per_batch=64))["points_per_batch"] == 50
 
 
+def test_sam2_network_device_is_its_own(model_folder):
+    source = make_mask_source(config_for(model_folder, network_device="cpu"), torch.device("meta"))
+    assert source.device == torch.device("cpu") and next(source.model.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            make_mask_source(config_for(model_folder, network_device="cuda"), torch.device("cpu"))
+
+
 def _error(config) -> str:
     with pytest.raises(MaskError) as info:
         make_mask_source(config, torch.device("cpu"))
