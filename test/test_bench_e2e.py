@@ -57,6 +57,7 @@ def test_memory_is_reported_for_both_halves(report):
         memory = run["memory"]
         assert memory["kind"] == "process RSS" and memory["first_half_mib"] > 50
         assert memory["growth_mib"] == pytest.approx(memory["second_half_mib"] - memory["first_half_mib"])
+        assert memory["peak_mib"] >= max(memory["first_half_mib"], memory["second_half_mib"]) - 1
 
 
 def test_printed_report(capsys, tmp_path):
@@ -64,7 +65,7 @@ def test_printed_report(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "keyframe interval 10, masks asynchronous: 2.50 FPS" in out
     assert "  geometry           12.0       20.0     10" in out
-    assert "process RSS: first half 900 MiB, second half 901 MiB (+1 MiB)" in out
+    assert "process RSS: first half 900 MiB, second half 901 MiB (+1 MiB); peak 950 MiB" in out
 
 
 def test_a_missing_optional_package_is_one_clear_line(monkeypatch, capsys):
@@ -93,4 +94,5 @@ def _tiny_run():
     return {"interval": 10, "asynchronous": True, "frames": 10, "keyframes": 1, "fps": 2.5, "masks_per_keyframe": 3.0,
             "skipped": 0, "dropped_pending": 0, "instances": 3, "stages": {"geometry": figures},
             "keyframe_step_ms": figures, "memory": {"kind": "process RSS", "first_half_mib": 900.0,
-                                                     "second_half_mib": 901.0, "growth_mib": 1.0}}
+                                                     "second_half_mib": 901.0, "growth_mib": 1.0,
+                                                     "peak_mib": 950.0}}

@@ -189,7 +189,7 @@ def run_case(config: Any, geometry: Any, mask_source: Any, frames: list, args: a
             "instances": stats["instances_new"], "stages": stage_figures(results),
             "keyframe_step_ms": _figures([1e3 * r.timings["total"] for r in keyframes]),
             "memory": {"kind": memory_kind(device), "first_half_mib": memory[0], "second_half_mib": memory[-1],
-                       "growth_mib": memory[-1] - memory[0]}}
+                       "growth_mib": memory[-1] - memory[0], "peak_mib": peak_memory(device, memory)}}
 
 
 def stage_figures(results: list) -> dict:
@@ -236,6 +236,15 @@ def memory_mark(device: Any, reset: bool = False) -> float:
     return psutil.Process().memory_info().rss / 2 ** 20
 
 
+def peak_memory(device: Any, marks: list[float]) -> float:
+    """Peak CUDA memory allocated over the measured frames, or the process's peak RSS so far (MiB)."""
+    if device.type == "cuda":
+        return max(marks)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
 def memory_kind(device: Any) -> str:
     return "peak CUDA allocated" if device.type == "cuda" else "process RSS"
 
@@ -271,7 +280,7 @@ def print_report(report: dict) -> None:
         fig = case["keyframe_step_ms"]
         print(f"  {'keyframe step':<12s} {fig['median_ms']:10.1f} {fig['p95_ms']:10.1f} {fig['count']:6d}")
         print(f"  {mem['kind']}: first half {mem['first_half_mib']:.0f} MiB, second half "
-              f"{mem['second_half_mib']:.0f} MiB ({mem['growth_mib']:+.0f} MiB)")
+              f"{mem['second_half_mib']:.0f} MiB ({mem['growth_mib']:+.0f} MiB); peak {mem['peak_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
