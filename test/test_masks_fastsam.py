@@ -155,6 +155,36 @@ def test_fastsam_crafted_pickle_checkpoint_never_runs_code(ultralytics, tmp_path
     assert not marker.exists()
 
 
+def test_fastsam_checkpoint_of_ultralytics_8_0_loads(ultralytics, tmp_path):
+    """ultralytics 8.0 (the era of the released FastSAM-s/-x.pt) set `Segment.detect = Detect.forward`: a method
+    reference, pickled as builtins.getattr(Detect, 'forward'). It is read as a record, never looked up."""
+    from ultralytics.nn.modules.head import Detect
+
+    from moonseg3r_ros.core.masks_fastsam import load_fastsam
+
+    model = random_fastsam(ultralytics)
+    model.model[-1].detect = Detect.forward
+    path = save_ultralytics_checkpoint(model, tmp_path / "FastSAM-s.pt")
+    loaded = load_fastsam(path, torch.device("cpu"))
+    expected = {k: v.half().float() for k, v in model.state_dict().items()}
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(loaded.state_dict()[k].float(), v) for k, v in expected.items())
+
+
+class _GetattrOnARealClass:
+    def __reduce__(self):
+        import collections
+
+        return getattr, (collections.OrderedDict, "fromkeys")
+
+
+def test_getattr_outside_records_is_refused(ultralytics, tmp_path):
+    path = tmp_path / "FastSAM-s.pt"
+    torch.save({"model": _GetattrOnARealClass()}, path)
+    message = _error(config_for(str(path)))
+    assert "refused" in message and "getattr on something that is not a record" in message
+
+
 def test_fastsam_without_ultralytics_says_how_to_install(monkeypatch, tmp_path):
     from moonseg3r_ros.core.masks_fastsam import import_ultralytics
 

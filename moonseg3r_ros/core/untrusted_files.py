@@ -7,7 +7,10 @@ pickle (for example a Hydra/OmegaConf training config) becomes a `PickledRecord`
 the record only holds the attributes the file gives it. A pickle may create such objects (NEWOBJ + BUILD, which
 set attributes) but never call anything that is not on torch's allow-list: a call of any other name
 (`os.system`, `builtins.exec`, `torch._utils._import_dotted_name`, ...) raises `RefusedFileError` naming it,
-before anything runs. Modules torch blocks outright (os, sys, posix, nt) are refused too.
+before anything runs. Modules torch blocks outright (os, sys, posix, nt) are refused too. The one exception to
+"no calls": `builtins.getattr(record_class, 'name')`, which protocol-2 pickles use for a reference to a method
+(ultralytics 8.0's `Segment.detect = Detect.forward`), gives another record class; getattr on anything that is
+not a record class is refused.
 
 `load_npz` is `np.load(..., allow_pickle=False)` with the same kind of error for object arrays.
 """
@@ -54,6 +57,14 @@ class PickledRecord:
 
 def _record_class(name: str) -> type:
     return type(f"PickledRecord[{name}]", (PickledRecord,), {"pickle_name": name})
+
+
+def _record_attribute(owner: Any, name: Any) -> type:
+    """`builtins.getattr` inside a pickle: only `RecordClass.name` (a method reference), itself a record class."""
+    if isinstance(owner, type) and issubclass(owner, PickledRecord) and isinstance(name, str):
+        return _record_class(f"{owner.pickle_name}.{name}")
+    raise RefusedFileError("the file calls builtins.getattr on something that is not a record of a never-imported "
+                           "class")
 
 
 def _globals_in_pickle(stream: BinaryIO) -> set[str]:
@@ -106,7 +117,10 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     Raises RefusedFileError naming what was refused; other errors (truncated, corrupt) as torch raises them.
     """
     allowed = {f"{c.__module__}.{c.__qualname__}" for c in ALLOWED_CLASSES}
-    records = [(_record_class(name), name) for name in sorted(pickle_globals(path) - allowed)]
+    names = pickle_globals(path) - allowed
+    records: list[Any] = [(_record_class(name), name) for name in sorted(names - {"builtins.getattr"})]
+    if "builtins.getattr" in names:
+        records.append((_record_attribute, "builtins.getattr"))
     try:
         with _ALLOW_LIST_LOCK, torch.serialization.safe_globals([*ALLOWED_CLASSES, *records]):
             return torch.load(path, map_location=map_location, weights_only=True)
