@@ -4,6 +4,7 @@ name the parameter in one line, pickled weights are never read."""
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_sam2_pickled_weights_are_never_read(transformers, model_folder, tmp_pat
     marker = tmp_path / "marker"
     folder = tmp_path / "pickled"
     folder.mkdir()
-    (folder / "config.json").write_text(open(os.path.join(model_folder, "config.json")).read())
+    (folder / "config.json").write_text((Path(model_folder) / "config.json").read_text())
     torch.save({"weight": _TouchMarker(marker)}, folder / "pytorch_model.bin")
     assert "no model.safetensors" in _error(config_for(str(folder)))
     (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # not the weights
