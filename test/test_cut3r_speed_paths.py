@@ -106,6 +106,18 @@ def test_bench_side_by_side_with_a_git_revision(capsys):
     assert out.count("  frame ") == 3
 
 
+def test_bench_side_by_side_of_two_dtypes(capsys):
+    assert bench_cut3r.main(["--config", "small", "--device", "cpu", "--frames", "2", "--warmup", "0",
+                             "--height", "32", "--width", "32", "--threads", "1", "--against-dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "current code, dtype float32 vs bfloat16" in out
+    assert re.search(r"^float32: wall ms/frame median [\d.]+", out, re.M)
+    assert re.search(r"^bfloat16: wall ms/frame median [\d.]+", out, re.M)
+    assert re.search(r"float32 / bfloat16 \(median wall\): [\d.]+; max \|output difference\| \S+", out)
+    with pytest.raises(SystemExit):
+        bench_cut3r.main(["--against-dtype", "float32"])  # the same dtype twice
+
+
 def test_bench_before_rejects_an_unknown_revision(capsys):
     assert bench_cut3r.main(["--config", "small", "--device", "cpu", "--frames", "1", "--height", "32",
                              "--width", "32", "--before", "no-such-revision-xyz"]) == 2

@@ -4,7 +4,8 @@ stream of N frames, with the memory reported at several points of the stream to 
     python -m moonseg3r_ros.tools.bench_cut3r --config small --device cpu --frames 200 --height 384 --width 512
 
 `--before REV` times the CUT3R code of git revision REV side by side in the same process (same weights, same
-frames, steps alternating ABBA) and prints both; `--profile` prints a torch.profiler table of one step.
+frames, steps alternating ABBA) and prints both; `--against-dtype D` does the same for the current code in
+`--dtype` vs in D; `--profile` prints a torch.profiler table of one step.
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--attention", action="store_true", help="also recompute the last layer's state attention")
     parser.add_argument("--before", default="", metavar="REV",
                         help="also time the CUT3R code of git revision REV, alternating with the current one")
+    parser.add_argument("--against-dtype", choices=sorted(DTYPES), default="",
+                        help="time the current code in --dtype against itself in this dtype, alternating")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one profiled step")
     args = parser.parse_args(argv)
     import torch
@@ -89,6 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--height and --width must be multiples of 16")
     if args.frames < 1:
         parser.error("--frames must be >= 1")
+    if args.against_dtype and (args.before or args.against_dtype == args.dtype):
+        parser.error("--against-dtype needs another dtype than --dtype and no --before")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,8 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    if args.before:
-        return compare(model, args.before, frames, args, layers, amp)
+    if args.before or args.against_dtype:
+        return side_by_side(model, frames, args, layers, amp)
     if args.profile:
         model.reset()
         print_profile(model, frames, args.warmup, layers, amp)
@@ -172,42 +177,66 @@ def _summary(name: str, walls: list[float], cpus: list[float]) -> str:
             f"(spread {ms[-1] - ms[0]:.1f}); CPU ms/frame median {1000 * statistics.median(cpus):.1f}")
 
 
-def compare(model: Cut3r, revision: str, frames: list[torch.Tensor], args, layers, amp) -> int:
-    """Alternate steps of `model` and of REV's code (ABBA order), same weights and frames; print both."""
-    import torch
-
-    from moonseg3r_ros.tools.cut3r_revision import model_of_revision
-    try:
-        before = model_of_revision(revision, model)
-    except RuntimeError as err:
-        print(f"moonseg3r bench cut3r: error: {err}", file=sys.stderr)
-        return 2
-    runs = {"current": model, "before": before}
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runs}
-    print(f"cut3r step() side by side: current vs before={revision} ({before.commit[:12]}) config={args.config} "
-          f"device={args.device} ({torch.get_num_threads()} threads) dtype={args.dtype} "
-          f"input={args.height}x{args.width} frames={args.frames} each (+{args.warmup} warm-up); {_load()}")
+def compare(runs: dict, title: str, frames: list[torch.Tensor], args, layers) -> int:
+    """runs: {"current": (model, amp), other: (model, amp)}. Alternate their steps (ABBA order) on the same
+    frames; print every step, both summaries and the ratio."""
+    names = list(runs)
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
+    print(f"cut3r step() side by side: {title} config={args.config} device={args.device} "
+          f"({torch_threads()} threads) input={args.height}x{args.width} frames={args.frames} each "
+          f"(+{args.warmup} warm-up); {_load()}")
     worst = 0.0
-    for m in runs.values():
+    for m, _ in runs.values():
         m.reset()
     for i in range(args.warmup + args.frames):
-        order = ("before", "current") if i % 2 == 0 else ("current", "before")
+        order = names[::-1] if i % 2 == 0 else names
         outs = {}
         for name in order:
-            wall, cpu, outs[name] = _timed_step(runs[name], frames[i % 4], layers, amp)
+            model, amp = runs[name]
+            wall, cpu, outs[name] = _timed_step(model, frames[i % 4], layers, amp)
             if i >= args.warmup:
                 times[name][0].append(wall)
                 times[name][1].append(cpu)
-        worst = max(worst, max((outs["current"][k].float() - outs["before"][k].float()).abs().max().item()
+        worst = max(worst, max((outs[names[0]][k].float() - outs[names[1]][k].float()).abs().max().item()
                                for k in ("pts3d_in_other_view", "conf", "camera_pose", "rgb")))
         print(f"  frame {i}{' (warm-up)' if i < args.warmup else ''}: "
               + "  ".join(f"{name} {1000 * times[name][0][-1]:.0f} ms" if i >= args.warmup else name
                           for name in order) + f"; {_load()}", flush=True)
-    for name in runs:
+    for name in names:
         print(_summary(name, *times[name]))
-    ratio = statistics.median(times["current"][0]) / statistics.median(times["before"][0])
-    print(f"current / before (median wall): {ratio:.3f}; max |output difference| {worst:.3g}; {_load()}")
+    ratio = statistics.median(times[names[0]][0]) / statistics.median(times[names[1]][0])
+    print(f"{names[0]} / {names[1]} (median wall): {ratio:.3f}; max |output difference| {worst:.3g}; {_load()}")
     return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def side_by_side(model: Cut3r, frames: list[torch.Tensor], args, layers, amp) -> int:
+    """--before REV: the current code vs REV's; --against-dtype D: the current code in --dtype vs in D."""
+    import torch
+
+    from moonseg3r_ros.core.cut3r import Cut3r
+    from moonseg3r_ros.tools.cut3r_revision import model_of_revision
+
+    if not args.before:
+        with torch.device("meta"):
+            twin = Cut3r(model.config)
+        twin.load_state_dict(model.state_dict(), strict=True, assign=True)  # shares the weights
+        other_amp = None if args.against_dtype == "float32" else getattr(torch, args.against_dtype)
+        runs = {args.dtype: (model, amp), args.against_dtype: (twin.eval(), other_amp)}
+        return compare(runs, f"current code, dtype {args.dtype} vs {args.against_dtype}", frames, args, layers)
+    try:
+        other = model_of_revision(args.before, model)
+    except RuntimeError as err:
+        print(f"moonseg3r bench cut3r: error: {err}", file=sys.stderr)
+        return 2
+    runs = {"current": (model, amp), "before": (other, amp)}
+    title = f"current vs before={args.before} ({other.commit[:12]}) dtype={args.dtype}"
+    return compare(runs, title, frames, args, layers)
 
 
 def print_profile(model: Cut3r, frames: list[torch.Tensor], warmup: int, layers, amp) -> None:
