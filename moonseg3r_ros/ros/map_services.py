@@ -1,7 +1,7 @@
 """The node's map services: ~/save_map, ~/load_map (moonseg3r_msgs/srv) and ~/reset_map (std_srvs/Trigger).
 
 Each answers success + message, logs it, and never raises. After a load or reset the new map state
-(InstanceMap, markers, cloud) is published at once, stamped now. `MapServicesMixin` is part of
+(InstanceMap, markers, cloud, navigation grids) is published at once, stamped now. `MapServicesMixin` is part of
 MoonSeg3RNode (node.py).
 """
 from __future__ import annotations
@@ -102,7 +102,8 @@ class MapServicesMixin:
         return True, "the map was reset"
 
     def _after_map_change(self) -> None:
-        """Send the new map state at once (InstanceMap, markers, cloud), stamped now."""
+        """Send the new map state at once (InstanceMap, markers, cloud, grids), stamped now: a navigation stack must
+        not keep the obstacles of the map that was reset or replaced."""
         stamp = self.get_clock().now().to_msg()
         if self._nav is not None:
             self._nav.reset()  # a monocular alignment starts over with the new world
@@ -117,6 +118,7 @@ class MapServicesMixin:
         if markers is not None:
             self._publish("markers", markers)
         self.publish_cloud()
+        self._republish_grids(stamp)
 
     def _on_save_map(self, request, response):
         return self._answer(response, lambda: self.save_map(request.path))

@@ -7,7 +7,7 @@
 - a side input the node rejects (a pose in another frame): its image is dropped unpaired and counted once,
   so NodeClient.finished() equals the images received (bad_input and pairing_drops count messages);
 - deactivate/activate: a subscriber arriving after re-activation gets the map at once (latched outputs sent
-  again: InstanceMap, cloud, OccupancyGrid and InstanceGrid);
+  again: InstanceMap, cloud, OccupancyGrid and InstanceGrid); reset_map / load_map send new grids at once;
 - the shutdown transition ends the process.
 """
 import dataclasses
@@ -177,6 +177,32 @@ def test_reactivation_sends_the_latched_map_again_for_late_subscribers(node_proc
             assert list(again.data) == list(before.data) and any(v > 0 for v in again.data)
     finally:
         late.close()
+
+
+def occupied_cells(grid) -> int:
+    return sum(1 for v in grid.data if v > 50)
+
+
+def test_reset_and_load_map_send_new_grids(node_process, client, small_frames, tmp_path):
+    """A navigation stack must not keep the obstacles of a map that was reset or replaced."""
+    from std_srvs.srv import Trigger
+
+    from moonseg3r_msgs.srv import LoadMap
+
+    proc = node_process("moonseg3r", {**GROUND_TRUTH_PARAMS, "occupancy.rate": 0.0}, CAMERA_REMAPS)
+    latched_grids(client)
+    assert client.change_state(CONFIGURE) and client.change_state(ACTIVATE), proc.log()
+    client.feed(small_frames, 50.0)
+    assert client.spin_until(lambda: len(client["grid"]) >= 2, 60), proc.log()
+    before = occupied_cells(client["grid"].last())
+    assert before > 0
+    assert client.save_map(tmp_path / "map.npz")[0]
+    assert client.call(Trigger, "/moonseg3r/reset_map", Trigger.Request()).success
+    assert client.spin_until(lambda: len(client["grid"]) >= 3 and len(client["instance_grid"]) >= 3, 30), proc.log()
+    assert occupied_cells(client["grid"].last()) == 0 and not any(client["instance_grid"].last().data)
+    assert client.call(LoadMap, "/moonseg3r/load_map", LoadMap.Request(path=str(tmp_path / "map.npz"))).success
+    assert client.spin_until(lambda: len(client["grid"]) >= 4, 30), proc.log()
+    assert occupied_cells(client["grid"].last()) == before
 
 
 @pytest.mark.parametrize("state", ["unconfigured", "inactive", "active"])
