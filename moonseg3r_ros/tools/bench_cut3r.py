@@ -241,7 +241,6 @@ def side_by_side(model: Cut3r, frames: list[torch.Tensor], args, layers, amp) ->
 
 def print_profile(model: Cut3r, frames: list[torch.Tensor], warmup: int, layers, amp) -> None:
     """Warm up, then print the ops of one profiled step by self CPU time, with their call counts."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     for i in range(max(1, warmup)):
         model.step(frames[i % 4], attention_layers=layers, amp_dtype=amp)
