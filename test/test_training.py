@@ -356,3 +356,20 @@ def test_shipped_weights_are_found_only_for_the_features_they_were_trained_for()
     other = PipelineConfig()
     other.geometry.recorded_features, other.features.dim = True, 32
     assert shipped_weights_for(other) == ""
+
+
+def test_shipped_weights_were_trained_with_the_committed_yaml():
+    """The reproduction command (docs/training.md) trains what ships: the file's recorded training config equals the
+    YAML next to it, apart from output/cache paths and the progress bar."""
+    from safetensors import safe_open
+
+    from moonseg3r_ros.core.refiner_weights import META_KEY, SHIPPED_DIR
+    from moonseg3r_ros.training.config import to_dict
+
+    with safe_open(str(SHIPPED_DIR / "nodownload_f3d.safetensors"), "pt") as handle:
+        recorded = json.loads(handle.metadata()[META_KEY])["training"]["config"]
+    committed = to_dict(load_config(SHIPPED_DIR / "nodownload_f3d.yaml"))
+    for config in (recorded, committed):
+        config["data"].pop("cache_dir"), config["run"].pop("out_dir"), config["run"].pop("progress")
+    assert json.loads(json.dumps(committed)) == recorded
+    assert committed["pipeline"]["masks.source"] == "rgbd" and committed["data"]["train"] == ["data/tabletop_train/*"]
