@@ -50,6 +50,9 @@ class MapServicesMixin:
             return False, f"saving the map to {target} failed: it is a directory (give a file path)"
         partial = None
         try:
+            flushed = self.flush_pending_keyframes()  # masks.asynchronous: the saved map has every keyframe
+            if flushed:
+                self.get_logger().info(f"committed {flushed} keyframe(s) still waiting for masks before saving")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
             with self._lock:

@@ -34,7 +34,7 @@ from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.core.model_files import missing_files
 from moonseg3r_ros.ros import params
 from moonseg3r_ros.ros.diagnostics import DiagnosticsMixin, free_accelerator_memory
-from moonseg3r_ros.ros.inputs import InputsMixin, IntrinsicsCache
+from moonseg3r_ros.ros.inputs import FrameInput, InputsMixin, IntrinsicsCache
 from moonseg3r_ros.ros.map_services import MapServicesMixin
 from moonseg3r_ros.ros.nav_node import NavMixin
 from moonseg3r_ros.ros.node_config import NodeConfig
@@ -79,6 +79,7 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         self._cloud_dirty: Optional[Time] = None  # stamp of the newest map state not yet sent as a cloud
         self._last_map_stamp: Optional[Time] = None
         self._last_frame_index = -1
+        self._last_frame: Optional[FrameInput] = None  # newest processed input (asynchronous masks: flush)
         self._instance_count = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._last_error_log: dict[tuple, float] = {}

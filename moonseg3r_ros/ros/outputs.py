@@ -37,6 +37,16 @@ def instance_map_type():
     return InstanceMap
 
 
+def map_changing_results(result: Any, asynchronous: bool) -> list:
+    """The keyframe results that went into the map during the step that returned `result`, in frame order:
+    the keyframes committed there (masks.asynchronous), or `result` itself when it is a keyframe whose masks
+    ran inline."""
+    changed = [r for r in result.committed if not r.skipped]  # a keyframe without masks left the map as it was
+    if result.is_keyframe and not asynchronous and not result.skipped:
+        changed.append(result)
+    return changed
+
+
 class OutputsMixin:
     """Publishers, per-frame publishing and the cloud of MoonSeg3RNode."""
 
@@ -72,37 +82,62 @@ class OutputsMixin:
                 return
             result = pipeline.step(frame.rgb, frame.stamp_ns / 1e9, depth=frame.depth, intrinsics=frame.intrinsics,
                                    pose_c2w=frame.pose_c2w, instance_ids=frame.instance_ids)
-            if result.skipped:
-                self._count("skipped", 1)
-                self._drop_image("skipped", frame)
-                self.get_logger().warning(f"frame {frame.stamp_ns / 1e9:.6f} s skipped: {result.skipped_reason}",
-                                          throttle_duration_sec=2.0)
-                return
-            self._last_frame_index = int(result.frame_index)
-            keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if result.is_keyframe else None
+            changed = map_changing_results(result, pipeline.config.masks.asynchronous)
+            keyframe_msgs = self._keyframe_messages(pipeline, frame, result) if changed else None
             if keyframe_msgs is not None:
                 # Set with the map state it names, under the same lock: a cloud never pairs this content
                 # with an older stamp.
                 self._cloud_dirty = frame.stamp
                 self._last_map_stamp = frame.stamp
-        frame.accounted = True
-        self._count("frames_processed", 1)
-        if result.pose_c2w is not None:
-            transforms = self._frame_transforms(frame, result.pose_c2w)
-            if transforms:
-                self._publish("tf", tf_chain.tf_message(transforms))
+            if not result.skipped:
+                self._last_frame_index, self._last_frame = int(result.frame_index), frame
+        if result.skipped:
+            self._count("skipped", 1)
+            self._drop_image("skipped", frame)
+            self.get_logger().warning(f"frame {frame.stamp_ns / 1e9:.6f} s skipped: {result.skipped_reason}",
+                                      throttle_duration_sec=2.0)
+        else:
+            frame.accounted = True
+            self._count("frames_processed", 1)
+            if result.pose_c2w is not None:
+                transforms = self._frame_transforms(frame, result.pose_c2w)
+                if transforms:
+                    self._publish("tf", tf_chain.tf_message(transforms))
         if keyframe_msgs is not None:
-            self._count("keyframes", 1)
-            instance_map_msg, markers, colors = keyframe_msgs
-            self._publish("instance_map", instance_map_msg)
-            if self.config.publish_markers:
-                self._publish("markers", markers)
-            self._publish_debug_image(frame, result, colors)
-            if self.config.cloud.rate <= 0:
-                self.publish_cloud()
-            self._nav_keyframe(frame, result)
+            self._publish_map_change(frame, result, changed, keyframe_msgs)
         done = time.monotonic()
         self._recent.append((done, done - frame.received, time.time() - frame.stamp_ns / 1e9))
+
+    def _publish_map_change(self, frame: FrameInput, result, changed: list, keyframe_msgs) -> None:
+        """The map after the keyframes `changed` went into it, stamped with `frame` (the newest input the map
+        state includes). The debug image only for a keyframe committed in its own step: with asynchronous masks
+        the image of a keyframe committed later is gone."""
+        self._count("keyframes", len(changed))
+        instance_map_msg, markers, colors = keyframe_msgs
+        self._publish("instance_map", instance_map_msg)
+        if self.config.publish_markers:
+            self._publish("markers", markers)
+        if any(r is result for r in changed):
+            self._publish_debug_image(frame, result, colors)
+        if self.config.cloud.rate <= 0:
+            self.publish_cloud()
+        for committed in changed:
+            self._nav_keyframe(frame, committed)
+
+    def flush_pending_keyframes(self) -> int:
+        """masks.asynchronous: commit the keyframes still waiting for their masks (before a map save) and
+        publish the map they make, stamped with the newest processed input. Returns how many were committed."""
+        with self._lock:
+            pipeline, frame = self._pipeline, self._last_frame
+            if pipeline is None or frame is None or not pipeline.config.masks.asynchronous:
+                return 0
+            changed = [r for r in pipeline.flush() if not r.skipped]
+            if not changed:
+                return 0
+            keyframe_msgs = self._keyframe_messages(pipeline, frame, changed[-1])
+            self._cloud_dirty = self._last_map_stamp = frame.stamp
+        self._publish_map_change(frame, None, changed, keyframe_msgs)
+        return len(changed)
 
     def _on_worker_error(self, frame: FrameInput, err: BaseException) -> None:
         self._count("processing_errors", 1)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from moonseg3r_ros.core.config import PipelineConfig
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros.diagnostics import DiagnosticsMixin
 from moonseg3r_ros.ros.inputs import FrameInput, InputsMixin
@@ -59,11 +60,12 @@ class FakePipeline:
     def __init__(self):
         self.instance_map = FakeMap()
         self.stats = {}
+        self.config = PipelineConfig()
 
     def step(self, rgb, stamp, **_):
         self.instance_map.state = int(stamp)
         return SimpleNamespace(skipped=False, frame_index=int(stamp), is_keyframe=True, pose_c2w=None,
-                               instance_ids_2d=None)
+                               instance_ids_2d=None, committed=[])
 
 
 class FakeNode(OutputsMixin, InputsMixin, DiagnosticsMixin):
