@@ -1,4 +1,6 @@
-"""`moonseg3r train --config FILE.yaml [--set SECTION.KEY=VALUE ...] [--out DIR] [--steps N] [--fresh] [--quiet]` (see docs/training.md)."""
+"""`moonseg3r train --config FILE.yaml [--set SECTION.KEY=VALUE ...] [--out DIR] [--steps N] [--fresh] [--quiet]`.
+
+See docs/training.md."""
 from __future__ import annotations
 
 import argparse
