@@ -110,18 +110,7 @@ class MapServicesMixin:
         stamp = self.get_clock().now().to_msg()
         if self._nav is not None:
             self._nav.reset()  # a monocular alignment starts over with the new world
-        with self._lock:
-            if self._pipeline is None:
-                return
-            msg, markers, _ = self._map_messages(self._pipeline, stamp, max(self._last_frame_index, 0),
-                                                 int(self._pipeline.stats.get("keyframes", 0)))
-            self._last_map_stamp = stamp  # under the lock with the map state it names (see publish_cloud)
-            self._cloud_dirty = stamp
-        self._publish("instance_map", msg)
-        if markers is not None:
-            self._publish("markers", markers)
-        self.publish_cloud()
-        self._republish_grids(stamp)
+        self.send_map_state(stamp)
 
     def _on_save_map(self, request, response):
         return self._answer(response, lambda: self.save_map(request.path))

@@ -228,20 +228,27 @@ class OutputsMixin:
         """Send the map again on (re)activation: the latched outputs' history (InstanceMap, markers, cloud,
         OccupancyGrid and InstanceGrid) went with their publishers, and a subscriber arriving now must not wait
         for the next keyframe."""
+        if self.send_map_state():
+            self._count("latched_republished", 1)
+
+    def send_map_state(self, stamp: Optional[Time] = None) -> bool:
+        """Publish the current map (InstanceMap, markers, cloud, grids) stamped `stamp`; None = the stamp of the
+        newest map state (nothing is sent while there is none and the map is empty). Stamp and content are read
+        under one lock, so they name the same map state. False when nothing was sent."""
         with self._lock:
-            pipeline, stamp = self._pipeline, self._last_map_stamp
-            if pipeline is None or (stamp is None and len(pipeline.instance_map) == 0):
-                return
-            stamp = stamp or self.get_clock().now().to_msg()
+            pipeline = self._pipeline
+            if pipeline is None or (stamp is None and self._last_map_stamp is None and len(pipeline.instance_map) == 0):
+                return False
+            stamp = stamp or self._last_map_stamp or self.get_clock().now().to_msg()
             msg, markers, _ = self._map_messages(pipeline, stamp, max(self._last_frame_index, 0),
                                                  int(pipeline.stats.get("keyframes", 0)))
-            self._last_map_stamp = stamp
+            self._last_map_stamp = self._cloud_dirty = stamp
         self._publish("instance_map", msg)
         if markers is not None:
             self._publish("markers", markers)
         self.publish_cloud()
         self._republish_grids(stamp)
-        self._count("latched_republished", 1)
+        return True
 
     def _republish_grids(self, stamp: Time) -> None:
         """The navigation grids of the current map, stamped like the map state they show."""
