@@ -126,10 +126,10 @@ class Sam2Masks:
         self.model = None
 
 
-def random_sam2(seed: int = 0) -> torch.nn.Module:
-    """SAM 2 with transformers' default config (the Hiera-tiny image encoder at 1024x1024) and random weights
-    (benchmarks of the network's cost; its masks are not meaningful)."""
+def random_sam2(seed: int = 0, config: Any = None) -> torch.nn.Module:
+    """SAM 2 with random weights and `config` (a transformers Sam2Config; default: transformers' default, the
+    Hiera-tiny image encoder at 1024x1024) (benchmarks of the network's cost; its masks are not meaningful)."""
     from transformers import Sam2Config, Sam2Model
 
     torch.manual_seed(seed)
-    return Sam2Model(Sam2Config()).eval()
+    return Sam2Model(config if config is not None else Sam2Config()).eval()

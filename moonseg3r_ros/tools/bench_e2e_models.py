@@ -116,24 +116,22 @@ def configure_mask_network(config: PipelineConfig, masks: str, size: str, folder
 
 def _fastsam_checkpoint(path: Path, size: str) -> Path:
     """FastSAM-x (YOLOv8x-seg, one class) or a YOLOv8n-seg, saved as ultralytics saves a checkpoint."""
-    from moonseg3r_ros.core.masks_fastsam import import_ultralytics
+    from moonseg3r_ros.core.masks_fastsam import random_fastsam
 
-    import_ultralytics()
-    from ultralytics.nn.tasks import SegmentationModel
-
-    torch.manual_seed(0)
-    model = SegmentationModel(cfg="yolov8x-seg.yaml" if size == "full" else "yolov8n-seg.yaml", nc=1, verbose=False)
+    model = random_fastsam("x" if size == "full" else "n")
     with torch.no_grad():  # class logits ~0 (scores ~0.5, above fastsam_conf) instead of the training prior's
         for branch in model.model[-1].cv3:  # 0.01, so the random network detects (and its masks are timed)
             branch[-1].bias.zero_()
     model.names = {0: "object"}
-    torch.save({"model": model.eval(), "train_args": {}}, path)
+    torch.save({"model": model, "train_args": {}}, path)
     return path
 
 
 def _sam2_folder(folder: Path, size: str) -> Path:
     """SAM 2.1 Hiera-tiny (transformers' default Sam2Config) or a narrower one-block-per-stage Hiera."""
-    from transformers import Sam2Config, Sam2Model
+    from transformers import Sam2Config
+
+    from moonseg3r_ros.core.masks_sam2 import random_sam2
 
     config = Sam2Config()
     if size != "full":
@@ -142,8 +140,7 @@ def _sam2_folder(folder: Path, size: str) -> Path:
         backbone.blocks_per_stage, backbone.num_attention_heads_per_stage = [1, 1, 2, 1], [1, 1, 2, 2]
         backbone.global_attention_blocks = [3]  # not a stage's first block (that one pools, windowed)
         config.vision_config.backbone_channel_list = [256, 128, 64, 32]
-    torch.manual_seed(0)
-    Sam2Model(config).save_pretrained(folder, safe_serialization=True)
+    random_sam2(config=config).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
