@@ -15,6 +15,8 @@ from moonseg3r_ros.core.masks import MaskError, filter_masks, make_mask_source
 from moonseg3r_ros.core.model_files import missing_files
 from moonseg3r_ros.core.types import Frame
 
+from mask_network_inputs import TouchMarker, two_block_image  # test/mask_network_inputs.py
+
 IMAGE_SIZE = 160
 
 
@@ -59,14 +61,6 @@ def checkpoint(ultralytics, tmp_path_factory):
     return save_ultralytics_checkpoint(random_fastsam(ultralytics), tmp_path_factory.mktemp("fastsam") / "fs.pt")
 
 
-def scene_image():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    image[20:60, 30:90] = (200, 40, 40)
-    image[60:90, 5:40] = (20, 200, 40)
-    return image
-
-
 def config_for(checkpoint, **kwargs):
     config = PipelineConfig()
     config.device = "cpu"
@@ -78,7 +72,7 @@ def config_for(checkpoint, **kwargs):
 def test_fastsam_masks_equal_the_library_output(ultralytics, checkpoint):
     from ultralytics import FastSAM
 
-    image = scene_image()
+    image = two_block_image()
     config = config_for(checkpoint)
     ours = make_mask_source(config, torch.device("cpu")).generate(Frame(image, 0.0))
     # ultralytics' own path: its loader (a pickle load: fine for the file this test wrote) and its predict()
@@ -94,7 +88,7 @@ def test_fastsam_masks_equal_the_library_output(ultralytics, checkpoint):
 
 
 def test_fastsam_filters_by_area_and_count(ultralytics, checkpoint):
-    image = scene_image()
+    image = two_block_image()
     every = make_mask_source(config_for(checkpoint), torch.device("cpu")).generate(Frame(image, 0.0))
     config = config_for(checkpoint)
     config.masks.min_mask_area, config.masks.max_masks = 500, 5
@@ -131,24 +125,16 @@ def test_fastsam_checkpoint_errors(ultralytics, checkpoint, tmp_path):
     assert "does not load into the FastSAM architecture" in _error(config_for(wrong_path))
 
 
-class _TouchMarker:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.path}",)
-
-
 @pytest.mark.parametrize("where", ["model", "train_args"])
 def test_fastsam_crafted_pickle_checkpoint_never_runs_code(ultralytics, tmp_path, where):
     marker = tmp_path / "marker"
     evil = tmp_path / "FastSAM-s.pt"
     if where == "model":
-        torch.save({"model": _TouchMarker(marker)}, evil)
+        torch.save({"model": TouchMarker(marker)}, evil)
     else:
         save_ultralytics_checkpoint(random_fastsam(ultralytics), evil)
         checkpoint = torch.load(evil, weights_only=False)
-        checkpoint["train_args"] = {"task": "segment", "payload": _TouchMarker(marker)}
+        checkpoint["train_args"] = {"task": "segment", "payload": TouchMarker(marker)}
         torch.save(checkpoint, evil)
     message = _error(config_for(str(evil)))
     assert "refused" in message and "nothing from the file was run" in message

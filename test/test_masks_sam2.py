@@ -3,7 +3,6 @@ masks equal transformers' own mask-generation pipeline for the same model folder
 name the parameter in one line, pickled weights are never read."""
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ from moonseg3r_ros.core.config import MaskConfig, PipelineConfig
 from moonseg3r_ros.core.masks import MaskError, filter_masks, make_mask_source
 from moonseg3r_ros.core.model_files import missing_files
 from moonseg3r_ros.core.types import Frame
+
+from mask_network_inputs import TouchMarker, two_block_image  # test/mask_network_inputs.py
 
 SIZE = 128  # network input of the tiny model (the released ones: 1024)
 
@@ -58,14 +59,6 @@ def model_folder(transformers, tmp_path_factory):
     return str(folder)
 
 
-def scene_image():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    image[20:60, 30:90] = (200, 40, 40)
-    image[60:90, 5:40] = (20, 200, 40)
-    return image
-
-
 def config_for(folder, **kwargs):
     config = PipelineConfig()
     config.device = "cpu"
@@ -78,7 +71,7 @@ def config_for(folder, **kwargs):
 def test_sam2_masks_equal_the_library_output(transformers, model_folder):
     from PIL import Image
 
-    image = scene_image()
+    image = two_block_image()
     ours = make_mask_source(config_for(model_folder), torch.device("cpu")).generate(Frame(image, 0.0))
     # transformers' own path: the model and image processor from the folder, its mask-generation pipeline
     model = transformers.Sam2Model.from_pretrained(model_folder)
@@ -117,14 +110,6 @@ def _error(config) -> str:
     return message
 
 
-class _TouchMarker:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.path}",)
-
-
 def test_sam2_checkpoint_errors(transformers, model_folder, tmp_path):
     assert "empty" in _error(config_for(""))
     assert "'masks.sam2_checkpoint' is empty" in missing_files(config_for(""))
@@ -151,7 +136,7 @@ def test_sam2_pickled_weights_are_never_read(transformers, model_folder, tmp_pat
     folder = tmp_path / "pickled"
     folder.mkdir()
     (folder / "config.json").write_text((Path(model_folder) / "config.json").read_text())
-    torch.save({"weight": _TouchMarker(marker)}, folder / "pytorch_model.bin")
+    torch.save({"weight": TouchMarker(marker)}, folder / "pytorch_model.bin")
     assert "no model.safetensors" in _error(config_for(str(folder)))
     (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # not the weights
     assert "does not load" in _error(config_for(str(folder))) or "do not fit" in _error(config_for(str(folder)))
