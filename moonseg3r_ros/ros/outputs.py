@@ -129,7 +129,7 @@ class OutputsMixin:
         publish the map they make, stamped with the newest processed input. Returns how many were committed."""
         with self._lock:
             pipeline, frame = self._pipeline, self._last_frame
-            if pipeline is None or frame is None or not pipeline.config.masks.asynchronous:
+            if pipeline is None or frame is None:
                 return 0
             changed = [r for r in pipeline.flush() if not r.skipped]
             if not changed:
