@@ -58,7 +58,7 @@ def test_bridge_publishes_and_answers(world):
                                             frames=types.SimpleNamespace(map="map", camera="", odom="", base=""))
         node.config, node.pipeline_config = node_config, pipeline_config
         counts = {}
-        bridge = NavBridge(node, lambda: (*world.points()[::2], world.instances()),
+        bridge = NavBridge(node, lambda records=True: (*world.positions(), world.instances() if records else []),
                            lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
         bridge.activate()
         got = {"det": [], "grid": [], "ids": [], "cloud": []}
@@ -78,8 +78,9 @@ def test_bridge_publishes_and_answers(world):
         result = types.SimpleNamespace(points_cam=points_cam, valid=np.ones((1, 2), bool), pose_c2w=pose,
                                        instance_ids_2d=np.array([[0, 3]], np.int32))
         assert bridge.transforms(frame, pose) is None, "standalone: the node's own chain"
-        bridge.on_keyframe(frame, result)  # occupancy.rate 0: the grid first, then the obstacle rule uses it
-        bridge.on_keyframe(frame, result)
+        records = world.instances()
+        bridge.on_keyframe(frame, result, records)  # occupancy.rate 0: the grid first, then the obstacle rule uses it
+        bridge.on_keyframe(frame, result, records)
         for _ in range(100):
             executor.spin_once(timeout_sec=0.05)
             if got["det"] and got["grid"] and got["ids"] and len(got["cloud"]) == 2:
@@ -133,7 +134,7 @@ def test_map_outputs_follow_the_monocular_alignment(world):
     plain = Host("none")
     assert plain._records_for_output(pipeline, records) is records and plain._points_for_output(xyz) is xyz
     pending = Host(None)
-    assert pending._records_for_output(pipeline, records) == [] and pending._points_for_output(xyz) is None
+    assert pending._records_for_output(pipeline, records) is None and pending._points_for_output(xyz) is None
     assert pending.counts == {"nav.waiting_for_alignment": 1}
     similarity = np.diag([2.0, 2.0, 2.0, 1.0])
     similarity[:3, 3] = [1.0, 0.0, 0.0]

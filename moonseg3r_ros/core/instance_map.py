@@ -250,6 +250,10 @@ class InstanceMap:
         rgb = np.clip(np.rint(self._col("rgb")), 0, 255).astype(np.uint8)
         return self._col("xyz").copy(), rgb, self._col("vote_id").copy()
 
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(xyz Nx3 float32, ids N int32) of the fused voxels: points() without the colours."""
+        return self._col("xyz").copy(), self._col("vote_id").copy()
+
     def instance_ids(self) -> np.ndarray:
         """Sorted ids that own at least one voxel."""
         ids = np.flatnonzero(np.bincount(self._col("vote_id")))  # ids are small non-negative ints: no sort

@@ -4,8 +4,10 @@ and the navigation outputs (nav_outputs.NavOutputs). The node calls four hooks a
     activate()                      on_activate: TF buffer (robot modes), publishers, service, grid timer
     deactivate()                    on_deactivate / cleanup: all of it destroyed
     input_pose(frame)               worker, before pipeline.step: the pose from TF (localization + RGB-D)
-    after_step(frame, result)       worker, after pipeline.step: TF for this frame (None = the node's own
-                                    standalone chain), then on keyframes detections / grid / obstacle cloud
+    transforms(frame, pose)         worker, after pipeline.step: TF for this frame (None = the node's own
+                                    standalone chain)
+    on_keyframe(frame, result, records)  worker, after a keyframe's InstanceMap: detections from the same
+                                    records, the grid (occupancy.rate 0) and the obstacle cloud
 
 `frame` is the node's FrameInput (stamp, stamp_ns, frame_id); tf_buffer.TfError raised by a hook means the
 robot's transforms for that stamp did not arrive in nav.tf_wait: the caller drops and counts the frame.
@@ -29,8 +31,9 @@ def camera_frame_of(configured: str, header_frame: str) -> str:
 
 
 class NavBridge:
-    """See the module docstring. `snapshot()` returns (points Nx3, ids N, records) of the pipeline's map taken
-    under the node's lock, or None without a pipeline; `count(key, n)` adds to the node's diagnostics."""
+    """See the module docstring. `snapshot(records=True)` returns (points Nx3, ids N, records; [] when not
+    asked for) of the pipeline's map taken under the node's lock, or None without a pipeline; `count(key, n)`
+    adds to the node's diagnostics."""
 
     def __init__(self, node: Any, snapshot: Callable[[], Optional[tuple]], count: Callable[[str, int], None],
                  callback_group: Any = None):
@@ -94,19 +97,22 @@ class NavBridge:
         """4x4 map <- pipeline world of every output (None while a monocular alignment is pending)."""
         return self.frames.output_transform() if self.frames is not None else np.eye(4)
 
-    def map_view(self) -> Optional[MapView]:
+    def map_view(self, records: bool = True) -> Optional[MapView]:
+        """The map in the output frame (records only when asked for: the grid needs points and ids)."""
         transform = self.frames.output_transform() if self.frames is not None else np.eye(4)
-        snap = self.snapshot()
+        snap = self.snapshot(records)
         if transform is None or snap is None:
             return None
         points, ids, records = snap
         return map_view_in(points, ids, records, transform)
 
-    def on_keyframe(self, frame: Any, result: Any) -> None:
-        """Detections and the grid (and the obstacle cloud) after a keyframe went into the map."""
+    def on_keyframe(self, frame: Any, result: Any, records: Optional[list]) -> None:
+        """Detections and the grid (and the obstacle cloud) after a keyframe went into the map. `records`: the
+        map's records in the output frame the node's InstanceMap was made of (None while a monocular alignment
+        is pending), so one keyframe computes them once."""
         if self.outputs is None:
             return
-        self.outputs.on_keyframe(self.map_view(), frame.stamp)
+        self.outputs.on_keyframe(records, frame.stamp)
         if result.points_cam is None or result.valid is None or not self.outputs.publishes_obstacles:
             return
         camera_to_map = self.frames.camera_in_map(result.pose_c2w) if self.frames is not None else result.pose_c2w

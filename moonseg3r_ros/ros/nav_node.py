@@ -6,7 +6,8 @@ Hooks used by the rest of the node:
     _side_inputs()                         the streams paired with each image (no pose topic when TF gives it)
     _nav_prepare(frame) -> bool            worker, before pipeline.step: pose from TF; False = drop the frame
     _frame_transforms(frame, pose)         worker: the TransformStamped list for /tf of this frame
-    _nav_keyframe(frame, result)           worker, after a keyframe's messages: detections, grid, obstacles
+    _nav_keyframe(frame, result, records)  worker, after a keyframe's messages: detections (from the records the
+                                           InstanceMap message was made of), grid, obstacles
     _camera_frame(frame)                   frames.camera, else the image header's frame
 """
 from __future__ import annotations
@@ -59,14 +60,15 @@ class NavMixin:
             needs = [n for n in needs if n != "pose"]  # the camera pose comes from TF
         return needs
 
-    def _nav_snapshot(self) -> Optional[tuple]:
-        """(points Nx3, ids N, records) of the map, copied under the pipeline lock (None without a pipeline)."""
+    def _nav_snapshot(self, records: bool = True) -> Optional[tuple]:
+        """(points Nx3, ids N, records, [] unless `records`) of the map, copied under the pipeline lock (None
+        without a pipeline)."""
         with self._lock:
             if self._pipeline is None:
                 return None
             instance_map = self._pipeline.instance_map
-            xyz, _, ids = instance_map.points()
-            return xyz, ids, instance_map.instances()
+            xyz, ids = instance_map.positions()
+            return xyz, ids, instance_map.instances() if records else []
 
     # ------------------------------------------------------------------------------------------ per frame
     def _camera_frame(self, frame: Any) -> str:
@@ -110,16 +112,16 @@ class NavMixin:
     def _output_transform(self) -> Optional[np.ndarray]:
         return self._nav.output_transform() if self._nav is not None else np.eye(4)
 
-    def _records_for_output(self, pipeline: Any, records: list) -> list:
+    def _records_for_output(self, pipeline: Any, records: list) -> Optional[list]:
         """The map's records in frames.map: as they are, moved by the monocular alignment (boxes recomputed
-        from the moved points), or none while that alignment is pending (counted)."""
+        from the moved points), or None while that alignment is pending (counted)."""
         transform = self._output_transform()
         if transform is None:
             self._count("nav.waiting_for_alignment", 1)
-            return []
+            return None
         if np.array_equal(transform, np.eye(4)):
             return records
-        xyz, _, ids = pipeline.instance_map.points()
+        xyz, ids = pipeline.instance_map.positions()
         return map_view_in(xyz, ids, records, transform).records
 
     def _points_for_output(self, xyz: np.ndarray) -> Optional[np.ndarray]:
@@ -129,6 +131,6 @@ class NavMixin:
             return None if transform is None else xyz
         return (rotate(xyz, transform[:3, :3]) + transform[:3, 3]).astype(np.float32)
 
-    def _nav_keyframe(self, frame: Any, result: Any) -> None:
+    def _nav_keyframe(self, frame: Any, result: Any, records: Optional[list]) -> None:
         if self._nav is not None:
-            self._nav.on_keyframe(frame, result)
+            self._nav.on_keyframe(frame, result, records)

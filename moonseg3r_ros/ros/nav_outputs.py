@@ -154,7 +154,7 @@ class NavOutputs:
     """Creates and feeds the navigation publishers/service of `node` (see module docstring)."""
 
     def __init__(self, node: Any, nav: NavConfig, occupancy: Callable[[], OccupancyConfig],
-                 map_view: Callable[[], Optional[MapView]], map_frame: str, count: Callable[[str, int], None],
+                 map_view: Callable[..., Optional[MapView]], map_frame: str, count: Callable[[str, int], None],
                  callback_group: Any = None):
         self.node, self.nav, self.occupancy = node, nav, occupancy
         self.map_view, self.map_frame, self.count, self.group = map_view, map_frame, count, callback_group
@@ -205,19 +205,20 @@ class NavOutputs:
         self._pubs, self._service, self._timer = {}, None, None
 
     # ------------------------------------------------------------------------------------------ feeding
-    def on_keyframe(self, view: Optional[MapView], stamp: Any) -> None:
-        """After a keyframe (view = the map in the output frame; None while it has no frame yet)."""
-        if view is None:
-            self.count("nav.waiting_for_alignment", 1)
+    def on_keyframe(self, records: Optional[list], stamp: Any) -> None:
+        """After a keyframe: `records` = the map's InstanceRecords in the output frame, None while the map has
+        no output frame yet (the node counts that wait). The grid waits for its timer unless occupancy.rate is
+        0; then it is built now from a fresh view of the points."""
+        if records is None:
             return
         self._map_stamp = stamp
         pub = self._pubs.get("detections")
         if pub is not None:
-            pub.publish(detection_array_msg(view.records, self.map_frame, stamp))
+            pub.publish(detection_array_msg(records, self.map_frame, stamp))
             self.count("nav.detections_published", 1)
         self.mark_dirty(stamp)
         if "grid" in self._pubs and self.occupancy().rate <= 0:
-            self.publish_grid(view)
+            self.publish_grid()
 
     def mark_dirty(self, stamp: Any) -> None:
         with self._lock:
@@ -232,7 +233,7 @@ class NavOutputs:
     def publish_grid(self, view: Optional[MapView] = None) -> Optional[OccupancyGrid]:
         with self._lock:
             stamp, self._dirty_stamp = self._dirty_stamp, None
-        view = view if view is not None else self.map_view()
+        view = view if view is not None else self.map_view(records=False)
         if view is None or stamp is None:
             return None
         try:

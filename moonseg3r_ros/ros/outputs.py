@@ -17,6 +17,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from moonseg3r_ros.core import map_cloud
+from moonseg3r_ros.core.colors import instance_color
 from moonseg3r_ros.ros import conversions as conv
 from moonseg3r_ros.ros import tf_chain
 from moonseg3r_ros.ros.inputs import FrameInput
@@ -113,16 +114,16 @@ class OutputsMixin:
         state includes). The debug image only for a keyframe committed in its own step: with asynchronous masks
         the image of a keyframe committed later is gone."""
         self._count("keyframes", len(changed))
-        instance_map_msg, markers, colors = keyframe_msgs
+        instance_map_msg, markers, records = keyframe_msgs
         self._publish("instance_map", instance_map_msg)
         if self.config.publish_markers:
             self._publish("markers", markers)
         if any(r is result for r in changed):
-            self._publish_debug_image(frame, result, colors)
+            self._publish_debug_image(frame, result, records)
         if self.config.cloud.rate <= 0:
             self.publish_cloud()
         for committed in changed:
-            self._nav_keyframe(frame, committed)
+            self._nav_keyframe(frame, committed, records)
 
     def flush_pending_keyframes(self) -> int:
         """masks.asynchronous: commit the keyframes still waiting for their masks (before a map save) and
@@ -146,27 +147,29 @@ class OutputsMixin:
                                 f"{type(err).__name__}: {err}", throttle_duration_sec=2.0)
 
     def _map_messages(self, pipeline, stamp: Time, frame_index: int, keyframes: int):
-        """(InstanceMap msg, markers or None when off, records) of the pipeline's map, stamped `stamp`."""
-        records = self._records_for_output(pipeline, pipeline.instance_map.instances())  # in frames.map
-        self._instance_count = len(records)
-        msg = conv.instance_map_msg(records, self.config.frames.map, stamp, frame_index, keyframes,
+        """(InstanceMap msg, markers or None when off, records in frames.map or None while a monocular
+        alignment is pending (the messages then carry no instances)) of the pipeline's map, stamped `stamp`.
+        The records are computed once per map state and shared with the navigation outputs."""
+        records = self._records_for_output(pipeline, pipeline.instance_map.instances())
+        published = records if records is not None else []
+        self._instance_count = len(published)
+        msg = conv.instance_map_msg(published, self.config.frames.map, stamp, frame_index, keyframes,
                                     len(pipeline.instance_map), self.resolve_topic_name(self.config.topics.cloud))
-        markers = instance_markers(records, self.config.frames.map, stamp) if self.config.publish_markers \
+        markers = instance_markers(published, self.config.frames.map, stamp) if self.config.publish_markers \
             else None
         return msg, markers, records
 
     def _keyframe_messages(self, pipeline, frame: FrameInput, result):
         keyframes = int(pipeline.stats.get("keyframes", self.counters["keyframes"] + 1))
-        msg, markers, records = self._map_messages(pipeline, frame.stamp, result.frame_index, keyframes)
-        return msg, markers, {int(r.id): r.color for r in records}
+        return self._map_messages(pipeline, frame.stamp, result.frame_index, keyframes)
 
-    def _publish_debug_image(self, frame: FrameInput, result, colors) -> None:
+    def _publish_debug_image(self, frame: FrameInput, result, records: Optional[list]) -> None:
         pub = self._pubs.get("debug_image")
         if not self.config.publish_debug_image or pub is None or result.instance_ids_2d is None:
             return
         if pub.get_subscription_count() == 0:
             return
-        overlay = mask_overlay(frame.rgb, result.instance_ids_2d, colors)
+        overlay = mask_overlay(frame.rgb, result.instance_ids_2d, {int(r.id): r.color for r in records or []})
         self._publish("debug_image", conv.array_to_image_msg(overlay, "rgb8", frame.stamp, self._camera_frame(frame)))
         self._count("debug_images_published")
 
@@ -203,9 +206,9 @@ class OutputsMixin:
             if consume:
                 self._cloud_dirty = None
             instance_map = self._pipeline.instance_map
-            xyz, rgb, ids = (np.array(a, copy=True) for a in instance_map.points())
-            colors = {int(r.id): r.color for r in instance_map.instances()} \
-                if (color_by or self.config.cloud.color_by) == "instance" else None
+            xyz, rgb, ids = instance_map.points()  # copies
+        colors = {int(i): instance_color(int(i)) for i in np.flatnonzero(np.bincount(ids)) if i > 0} \
+            if (color_by or self.config.cloud.color_by) == "instance" else None
         xyz, rgb, ids = map_cloud.voxel_downsample(xyz, rgb, ids,
                                                    self.config.cloud.voxel_size if voxel is None else voxel)
         xyz = self._points_for_output(xyz)  # in frames.map (None: a monocular alignment is pending)

@@ -155,6 +155,7 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "lost_in_transport": args.frames - int(d.get("images_received", 0)),
             "throughput_fps": round(processed / max(last_output - first_publish, 1e-9), 2),
             "latency_ms": _stats_ms(latencies),
+            "latency_series_ms": [round(1000 * v, 1) for v in latencies],  # in publishing order
             "node_peak_rss_mb": round(proc.peak_rss_bytes() / 2**20, 1),
             "node_reported_peak_rss_mb": float(d.get("peak_rss_mb", 0.0)),
             "node_gpu_peak_mb": float(d.get("gpu_peak_memory_mb", 0.0)),

@@ -94,11 +94,11 @@ class FakeNode(OutputsMixin, InputsMixin, DiagnosticsMixin):
     def _points_for_output(self, xyz):  # NavMixin's: no robot-frame alignment here
         return xyz
 
-    def _nav_keyframe(self, frame, result):
+    def _nav_keyframe(self, frame, result, records):
         pass
 
     def _keyframe_messages(self, pipeline, frame, result):
-        return None, None, {}
+        return None, None, []
 
     def _publish_debug_image(self, frame, result, colors):
         pass
