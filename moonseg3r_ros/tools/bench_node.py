@@ -9,7 +9,12 @@
 
     python -m moonseg3r_ros.tools.bench_node [--frames 60] [--rate 10] [--width 320 --height 240]
                                              [--keyframe-interval 1] [--queue-size 2] [--drop-policy latest]
+                                             [--runs 5] [-p NAME:=VALUE ...]
                                              [--cloud-points 1000000] [--skip-node] [--json out.json]
+
+A single run's p95 varies up to 2x on a shared 2-core machine: `--runs N` starts N fresh node processes one
+after another and prints the median and the spread (min-max) of each run's mean / p50 / p95 and the load
+average before each run; compare code versions on those, not on one run.
 
 DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of its own are set
 when not already set (moonseg3r_ros.ros.dds; the node process inherits them). The node is driven by the
@@ -90,7 +95,7 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     params = {"geometry.source": "recorded", "masks.source": args.masks, "keyframe_interval": args.keyframe_interval,
               "queue_size": args.queue_size, "drop_policy": args.drop_policy, "input_reliability": "reliable",
               "cloud.rate": args.cloud_rate, "diagnostics_rate": 2.0, "publish_debug_image": False,
-              "input_depth": args.input_depth}
+              "input_depth": args.input_depth, **args.extra_params}
     scene = generate_scene(SceneSpec(seed=args.seed, num_frames=args.frames, width=args.width, height=args.height,
                                      num_objects=6))
     frames = [scene.frames[i] for i in range(args.frames)]
@@ -178,6 +183,61 @@ def _stats_ms(values: list[float]) -> dict[str, float]:
             "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
 
 
+def node_params(items: list[str]) -> dict[str, Any]:
+    """["NAME:=VALUE", ...] -> {NAME: value}, each value read as YAML (1 -> int, false -> bool, 0.5 -> float)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name.strip():
+            raise SystemExit(f"bench_node: -p expects NAME:=VALUE, got {item!r}")
+        params[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return params
+
+
+def _print_run(e: dict[str, Any]) -> None:
+    lat = e["latency_ms"]
+    print(f"end to end ({e['image']}, {e['frames']} frames at {e['rate_hz']} Hz, "
+          f"masks {e['params']['masks.source']}, keyframe every {e['params']['keyframe_interval']}, "
+          f"queue {e['params']['queue_size']} {e['params']['drop_policy']}; load average {e['load_average']}):")
+    print(f"  latency image stamp -> InstanceMap [ms]: mean {lat.get('mean')} p50 {lat.get('p50')} "
+          f"p95 {lat.get('p95')} max {lat.get('max')} (n={lat.get('count')})")
+    print(f"  throughput {e['throughput_fps']} frames/s; received {e['images_received']}, processed "
+          f"{e['frames_processed']}, queue drops {e['queue_drops']}, pairing drops {e['pairing_drops']}, "
+          f"bad input {e['bad_input']}, skipped {e['skipped']}, "
+          f"stamps not increasing {e['stamps_not_increasing']}, "
+          f"lost in transport {e['lost_in_transport']}")
+    print(f"  node peak RSS {e['node_peak_rss_mb']} MiB (GPU peak {e['node_gpu_peak_mb']} MiB); "
+          f"{e['instances']} instances, {e['map_points']} map points")
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and min-max over runs of each run's latency mean / p50 / p95, its drops and its throughput."""
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"median": round(float(np.median(values)), 1), "min": round(min(values), 1),
+                "max": round(max(values), 1)}
+
+    summary = {f"latency_{k}_ms": spread([r["latency_ms"][k] for r in runs if r["latency_ms"]])
+               for k in ("mean", "p50", "p95")}
+    summary["queue_drops"] = spread([float(r["queue_drops"]) for r in runs])
+    summary["throughput_fps"] = spread([float(r["throughput_fps"]) for r in runs])
+    summary["load_average"] = [r["load_average"] for r in runs]
+    summary["runs"] = len(runs)
+    return summary
+
+
+def _run_once(args: argparse.Namespace) -> dict[str, Any]:
+    load = round(os.getloadavg()[0], 2)
+    if args.log_dir:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        result = run_node(args, Path(args.log_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
+            result = run_node(args, Path(tmp))
+    return {**result, "load_average": load}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
@@ -194,34 +254,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--cloud-rate", type=float, default=1.0)
     parser.add_argument("--cloud-points", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=1, help="fresh node runs; median and spread over them")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter, value read as YAML, e.g. -p nav.occupancy_grid:=false")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on waiting for the node to finish")
     parser.add_argument("--skip-node", action="store_true", help="only measure the ROS-layer overhead")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--log-dir", help="keep the node's log and parameter file here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    args.extra_params = node_params(args.param)
     confine_dds()
     figures: dict[str, Any] = {"domain_id": os.environ["ROS_DOMAIN_ID"], "cpu_threads": os.cpu_count()}
     if not args.skip_node:
-        if args.log_dir:
-            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-            figures["end_to_end"] = run_node(args, Path(args.log_dir))
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
-                figures["end_to_end"] = run_node(args, Path(tmp))
-        e = figures["end_to_end"]
-        lat = e["latency_ms"]
-        print(f"end to end ({e['image']}, {e['frames']} frames at {e['rate_hz']} Hz, "
-              f"masks {e['params']['masks.source']}, keyframe every {e['params']['keyframe_interval']}, "
-              f"queue {e['params']['queue_size']} {e['params']['drop_policy']}):")
-        print(f"  latency image stamp -> InstanceMap [ms]: mean {lat.get('mean')} p50 {lat.get('p50')} "
-              f"p95 {lat.get('p95')} max {lat.get('max')} (n={lat.get('count')})")
-        print(f"  throughput {e['throughput_fps']} frames/s; received {e['images_received']}, processed "
-              f"{e['frames_processed']}, queue drops {e['queue_drops']}, pairing drops {e['pairing_drops']}, "
-              f"bad input {e['bad_input']}, skipped {e['skipped']}, "
-              f"stamps not increasing {e['stamps_not_increasing']}, "
-              f"lost in transport {e['lost_in_transport']}")
-        print(f"  node peak RSS {e['node_peak_rss_mb']} MiB (GPU peak {e['node_gpu_peak_mb']} MiB); "
-              f"{e['instances']} instances, {e['map_points']} map points")
+        runs = []
+        for _ in range(args.runs):
+            runs.append(_run_once(args))
+            _print_run(runs[-1])
+        figures["end_to_end"] = runs[-1] if args.runs == 1 else {"summary": summarize_runs(runs), "runs": runs}
+        if args.runs > 1:
+            summary = figures["end_to_end"]["summary"]
+            print(f"over {args.runs} runs (median, min-max):")
+            for key in ("latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "queue_drops", "throughput_fps"):
+                v = summary[key]
+                print(f"  {key:<18} {v['median']:8.1f}   ({v['min']} - {v['max']})")
+            print(f"  load averages before each run: {summary['load_average']}")
     overhead = ros_overhead(args.cloud_points)
     figures["ros_overhead"] = overhead
     n = int(overhead["cloud_points"])

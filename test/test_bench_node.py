@@ -1,0 +1,27 @@
+"""tools/bench_node's run summary and its -p parsing (pure functions; the node run itself is the benchmark)."""
+from __future__ import annotations
+
+import pytest
+
+from moonseg3r_ros.tools.bench_node import node_params, summarize_runs
+
+
+def run(p50: float, p95: float, drops: int, load: float) -> dict:
+    return {"latency_ms": {"mean": p50 + 5, "p50": p50, "p95": p95}, "queue_drops": drops,
+            "throughput_fps": 10.0 - drops / 10, "load_average": load}
+
+
+def test_summary_is_the_median_and_range_over_runs():
+    summary = summarize_runs([run(50, 90, 0, 0.5), run(60, 200, 3, 0.8), run(55, 100, 1, 0.6)])
+    assert summary["latency_p95_ms"] == {"median": 100.0, "min": 90.0, "max": 200.0}
+    assert summary["latency_p50_ms"] == {"median": 55.0, "min": 50.0, "max": 60.0}
+    assert summary["latency_mean_ms"]["median"] == 60.0
+    assert summary["queue_drops"] == {"median": 1.0, "min": 0.0, "max": 3.0}
+    assert summary["load_average"] == [0.5, 0.8, 0.6] and summary["runs"] == 3
+
+
+def test_node_params_are_read_as_yaml():
+    assert node_params(["nav.occupancy_grid:=false", "queue_size:=4", "map.voxel_size:=0.03", "frames.map:=world"]) \
+        == {"nav.occupancy_grid": False, "queue_size": 4, "map.voxel_size": 0.03, "frames.map": "world"}
+    with pytest.raises(SystemExit, match="NAME:=VALUE"):
+        node_params(["queue_size=4"])
