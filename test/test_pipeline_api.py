@@ -110,3 +110,21 @@ def test_close_frees_the_models_and_keeps_the_map_readable():
     pipeline.close()
     assert pipeline.decoder is None and pipeline.lifter is None
     assert isinstance(pipeline.instance_map, InstanceMap) and len(pipeline.instance_map.instances()) == 2
+
+
+def test_keyframe_networks_run_on_one_torch_thread_on_cpu_and_the_setting_is_restored():
+    """Lifter/decoder run single-threaded (no OpenMP hand-off stalls on a loaded machine); the torch thread count
+    outside the keyframe stage, where CUT3R runs, is left as it was."""
+    import torch
+
+    pipeline = MoonSeg3RPipeline(_config())
+    seen = []
+    decoder_forward = pipeline.decoder.forward
+    pipeline.decoder.forward = lambda *a, **k: (seen.append(torch.get_num_threads()), decoder_forward(*a, **k))[1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _step(pipeline, 1.0)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moonseg3r_ros.core.preload import preload
 from moonseg3r_ros.core.geometry import block_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,6 +51,7 @@ class ColorFeatures:
             raise FeatureError(f"colour feature patch must be >= 1, got {patch}")
         self.patch = int(patch)
         self.device = torch.device(device)
+        preload("cv2")
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
         import cv2

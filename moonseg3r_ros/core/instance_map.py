@@ -41,6 +41,7 @@ import torch
 from . import kernels, map_export, map_files
 from .colors import instance_color
 from .config import MapConfig
+from .timing import torch_single_thread
 from .voxels import VoxelSlots, dense_groups, majority_of_groups, voxel_keys
 
 
@@ -275,11 +276,12 @@ class InstanceMap:
         columns[3] = self._col("conf")
         values = torch.from_numpy(columns)
         index = torch.from_numpy(ids.astype(np.int64))[None].expand(4, -1)
-        sums = torch.zeros((4, size), dtype=torch.float64).index_add_(1, index[0], values).numpy()
+        with torch_single_thread():  # called from the node's worker and timers: no OpenMP hand-off stalls
+            sums = torch.zeros((4, size), dtype=torch.float64).index_add_(1, index[0], values).numpy()
+            lo_t = torch.full((3, size), np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amin")
+            hi_t = torch.full((3, size), -np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amax")
         means = sums[:, present] / counts[present]
         centroid, conf = means[:3].T.copy(), means[3]
-        lo_t = torch.full((3, size), np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amin")
-        hi_t = torch.full((3, size), -np.inf, dtype=torch.float64).scatter_reduce_(1, index[:3], values[:3], "amax")
         lo, hi = lo_t.T.numpy().astype(np.float32), hi_t.T.numpy().astype(np.float32)  # exact: float32 inputs
         return [self._record(int(i), float(conf[k]), int(counts[i]), centroid[k], lo[i].copy(), hi[i].copy())
                 for k, i in enumerate(present)]

@@ -32,6 +32,7 @@ import torch
 
 from moonseg3r_ros.core.config import MaskConfig
 from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
+from moonseg3r_ros.core.preload import preload
 from moonseg3r_ros.core.untrusted_files import load_torch_file
 
 LOGGER = logging.getLogger("moonseg3r")
@@ -158,6 +159,7 @@ class PrecomputedMasks:
         if not self.folder.is_dir():
             raise MaskError(f"precomputed mask folder '{folder}' does not exist")
         self.min_area, self.max_masks = min_area, max_masks
+        preload("cv2")
 
     def path_for(self, index: int) -> Path:
         for name in (f"{index}.npz", f"{index:06d}.npz", f"{index}.png", f"{index:06d}.png"):
@@ -207,6 +209,7 @@ class WeightFreeMasks:
         self.min_area, self.max_masks = min_area, max_masks
         self.chroma_threshold = chroma_threshold
         self.depth_threshold = depth_threshold
+        preload("scipy.sparse.csgraph")
 
     def generate(self, frame: Frame, geometry: Optional[FrameGeometry] = None) -> MaskSet:
         labels = self.labels(frame.image, geometry)

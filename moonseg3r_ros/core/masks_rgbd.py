@@ -31,6 +31,7 @@ from moonseg3r_ros.core.masks import masks_from_labels, resize_nearest
 from moonseg3r_ros.core.masks_rgbd_cuts import kept_edges, lab_image
 from moonseg3r_ros.core.masks_rgbd_joins import absorb_fragments, join_support_parts, segment_contacts
 from moonseg3r_ros.core.masks_rgbd_surfaces import camera_normals, plane_ids
+from moonseg3r_ros.core.preload import preload
 from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
 
 
@@ -59,6 +60,7 @@ class RgbdSegmentMasks:
     def __init__(self, min_area: int = 100, max_masks: int = 100, params: Optional[RgbdSegmentParams] = None):
         self.min_area, self.max_masks = min_area, max_masks
         self.params = params or RgbdSegmentParams()
+        preload("cv2", "open3d", "scipy.sparse.csgraph", "scipy.ndimage")
 
     @classmethod
     def from_config(cls, masks: Any) -> "RgbdSegmentMasks":

@@ -57,7 +57,7 @@ from moonseg3r_ros.core.masks import MaskError, drop_masks_without_geometry, mak
 from moonseg3r_ros.core.query_bank import QueryBank
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refiner_weights import build_refinement, frame_tokens
-from moonseg3r_ros.core.timing import numpy_blas_limiter, stage_timer
+from moonseg3r_ros.core.timing import numpy_blas_limiter, stage_timer, torch_single_thread
 from moonseg3r_ros.core.types import Frame, FrameGeometry, FrameResult, MaskSet
 
 STAT_NAMES = ("frames", "keyframes", "skipped_out_of_order", "skipped_bad_input", "skipped_no_geometry",
@@ -307,7 +307,8 @@ class MoonSeg3RPipeline:
         try:
             if job.feature_error is not None or job.features is None:
                 raise job.feature_error or RuntimeError("no 2D features")
-            keyframe = self._infer(frame, geometry, masks, job.features, timings)
+            with torch_single_thread(self.device):
+                keyframe = self._infer(frame, geometry, masks, job.features, timings)
         except Exception as err:  # a fault in one keyframe must not stop the stream or touch the map
             self.stats["skipped_errors"] += 1
             result.skipped_reason = f"error: {err}"

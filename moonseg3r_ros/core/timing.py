@@ -1,9 +1,14 @@
-"""Stage timing and the numpy BLAS thread limit around the pipeline's non-network stages."""
+"""Stage timing, the numpy BLAS thread limit around the pipeline's non-network stages and the torch single-thread
+scope of its small networks."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 
 def numpy_blas_limiter(threads: int = 1):
@@ -25,6 +30,29 @@ def numpy_blas_limiter(threads: int = 1):
         return contextlib.nullcontext
     selected = controller.select(prefix=prefixes)
     return lambda: selected.limit(limits=threads)
+
+
+@contextlib.contextmanager
+def torch_single_thread(device: Optional["torch.device"] = None):
+    """Run torch on one intra-op thread while held, on CPU (a no-op on CUDA).
+
+    For the small networks of a keyframe (lifter, decoder, pixel head: NxD products with N ~ 10-100, D = 64):
+    with two threads MKL/OpenMP hands each product to a second thread, and when another process holds the
+    other core that hand-off stalls (measured on this 2-core machine with one core busy: a 8x96 @ 96x64 Linear
+    median 0.1 ms, max 21.8 ms with 2 threads; max 0.55 ms with 1). CUT3R and the mask networks run outside
+    and keep every thread. torch's OpenMP thread count belongs to the calling thread (test_timing): a network
+    on another thread meanwhile (the masks.asynchronous worker) keeps its threads. `device` None = CPU."""
+    import torch
+
+    if device is not None and device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class stage_timer:
