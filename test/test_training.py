@@ -373,3 +373,22 @@ def test_shipped_weights_were_trained_with_the_committed_yaml():
         config["data"].pop("cache_dir"), config["run"].pop("out_dir"), config["run"].pop("progress")
     assert json.loads(json.dumps(committed)) == recorded
     assert committed["pipeline"]["masks.source"] == "rgbd" and committed["data"]["train"] == ["data/tabletop_train/*"]
+
+
+def test_cache_key_follows_the_code_of_the_frozen_outputs(tmp_path):
+    """A changed mask or geometry source file changes the digest in the cache key; code the frozen outputs do not
+    come from (the pipeline, the trainer) does not."""
+    from moonseg3r_ros.training.data import frozen_code_digest
+
+    for name in ("core/masks_rgbd.py", "core/geometry.py", "core/cut3r/model.py", "core/pipeline.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n")
+    first = frozen_code_digest(tmp_path)
+    (tmp_path / "core/pipeline.py").write_text("# changed\n")
+    assert frozen_code_digest(tmp_path) == first
+    (tmp_path / "core/masks_rgbd.py").write_text("# a new mask rule\n")
+    second = frozen_code_digest(tmp_path)
+    assert second != first
+    (tmp_path / "core/cut3r/model.py").write_text("# changed\n")
+    assert frozen_code_digest(tmp_path) != second
+    assert len(frozen_code_digest()) == 64  # the package's own sources

@@ -171,12 +171,29 @@ def attach_lifter_inputs(record: FrameRecord, lifter: QueryLifter) -> FrameRecor
 
 
 # ---------------------------------------------------------------------------------------------------- cache
+# The code the frozen outputs come from (geometry, CUT3R, features, masks, image and sequence reading): its source
+# is part of the cache key, so a changed mask rule never reads frames cached by the old one.
+FROZEN_OUTPUT_SOURCES = ("core/geometry.py", "core/features.py", "core/masks*.py", "core/images.py",
+                         "core/image_buffers.py", "core/camera.py", "core/types.py", "core/cut3r/**/*.py",
+                         "data/datasets.py", "data/scannet_io.py", "data/bag.py")
+
+
+def frozen_code_digest(root: Optional[Path] = None) -> str:
+    """sha256 over the source files FROZEN_OUTPUT_SOURCES name (relative path + bytes, in sorted order)."""
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in FROZEN_OUTPUT_SOURCES for f in root.glob(pattern) if f.is_file()})
+    for f in files:
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def cache_key(sequence_path: str, length: int, config: PipelineConfig, frame_stride: int, max_frames: int) -> str:
-    """Hash of everything the frozen outputs depend on."""
+    """Hash of everything the frozen outputs depend on: settings, sequence, stride, and the code (above)."""
     flat = flatten(config)
     settings = {k: v for k, v in flat.items() if k.split(".")[0] in ("geometry", "masks", "features")}
     settings.update(path=str(Path(sequence_path).resolve()), length=length, stride=frame_stride,
-                    max_frames=max_frames, version=CACHE_VERSION, seed=config.seed)
+                    max_frames=max_frames, version=CACHE_VERSION, seed=config.seed, code=frozen_code_digest())
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
