@@ -60,24 +60,45 @@ def side_inputs(config: PipelineConfig) -> list[str]:
 
 
 class IntrinsicsCache:
-    """K by stamp for the last `capacity` CameraInfo messages, and the latest K (thread-safe)."""
+    """K by stamp for the last `capacity` CameraInfo messages, and the latest K (thread-safe); frames paired
+    before the first CameraInfo came wait here (a camera driver's image and camera_info arrive in either order)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_stamp: "collections.OrderedDict[int, np.ndarray]" = collections.OrderedDict()
         self._latest: Optional[np.ndarray] = None
+        self._waiting: "collections.deque[Any]" = collections.deque()
 
-    def add(self, stamp_ns: int, k: np.ndarray, capacity: int) -> None:
+    def add(self, stamp_ns: int, k: np.ndarray, capacity: int) -> list:
+        """Store K; returns the frames that waited for a first K (oldest first), now to be processed."""
         with self._lock:
             self._by_stamp[stamp_ns] = k
             while len(self._by_stamp) > max(capacity, 1):
                 self._by_stamp.popitem(last=False)
             self._latest = k
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            return waiting
 
     def get(self, stamp_ns: int) -> Optional[np.ndarray]:
         """3x3 K sent with this stamp (image_transport camera publishers stamp it like the image), else the latest."""
         with self._lock:
             return self._by_stamp.get(stamp_ns, self._latest)
+
+    def get_or_hold(self, stamp_ns: int, frame: Any, capacity: int) -> tuple[Optional[np.ndarray], Optional[Any]]:
+        """(K, None) when a K is known; else (None, evicted): the frame waits for the first K and `evicted` is
+        the oldest waiting frame when more than `capacity` wait (None otherwise)."""
+        with self._lock:
+            k = self._by_stamp.get(stamp_ns, self._latest)
+            if k is not None:
+                return k, None
+            self._waiting.append(frame)
+            return None, self._waiting.popleft() if len(self._waiting) > max(capacity, 1) else None
+
+    def take_waiting(self) -> list:
+        """The frames still waiting (the node stops): the caller drops them."""
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            return waiting
 
 
 def pairing_capacity(config) -> int:
@@ -210,7 +231,9 @@ class InputsMixin:
         except conv.ConversionError as err:
             self._bad_input("camera_info", err)
             return
-        self._intrinsics.add(conv.stamp_to_ns(msg.header.stamp), k, self.config.sync.buffer_size)
+        for frame in self._intrinsics.add(conv.stamp_to_ns(msg.header.stamp), k, self.config.sync.buffer_size):
+            frame.intrinsics = self._intrinsics.get(frame.stamp_ns)
+            self._frame_complete(frame)
 
     def _side_input(self, stream: str, stamp: Time, convert: Callable[[], np.ndarray]) -> None:
         self._count(f"received.{stream}", 1)
@@ -233,12 +256,19 @@ class InputsMixin:
         frame.pose_c2w = entry.get("pose")
         frame.instance_ids = entry.get("instance_ids")
         if "depth" in entry:
-            frame.intrinsics = self._intrinsics.get(frame.stamp_ns)
+            frame.intrinsics, evicted = self._intrinsics.get_or_hold(frame.stamp_ns, frame,
+                                                                     pairing_capacity(self.config))
             if frame.intrinsics is None:
-                self._bad_input("camera_info", conv.ConversionError(
-                    f"no camera_info received on '{self.resolve_topic_name(self.config.topics.camera_info)}' yet"))
-                self._drop_image("no_camera_info", frame)
+                self.get_logger().warning(
+                    f"waiting for the first camera_info on '{self.resolve_topic_name(self.config.topics.camera_info)}'"
+                    " (paired frames are kept until it comes)", throttle_duration_sec=2.0)
+                if evicted is not None:
+                    self._drop_image("no_camera_info", evicted)
                 return
+        self._frame_complete(frame)
+
+    def _frame_complete(self, frame: FrameInput) -> None:
+        """A paired frame with its K (when depth is used): size checks, then to the worker."""
         shapes = {k: v.shape[:2] for k, v in (("depth", frame.depth), ("instance_ids", frame.instance_ids))
                   if v is not None}
         for name, shape in shapes.items():

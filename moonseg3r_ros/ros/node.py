@@ -196,6 +196,8 @@ class MoonSeg3RNode(InputsMixin, OutputsMixin, NavMixin, MapServicesMixin, Runti
         if self._worker is not None:
             self._worker.stop(timeout=60.0)
         self._worker, self._queue, self._pairing = None, None, None
+        for frame in self._intrinsics.take_waiting():  # paired, still waiting for a first camera_info
+            self._drop_image("inactive", frame)
         for srv in self._map_services:
             self.destroy_service(srv)
         self._map_services = []
