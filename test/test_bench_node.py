@@ -1,9 +1,10 @@
-"""tools/bench_node's run summary and its -p parsing (pure functions; the node run itself is the benchmark)."""
+"""tools/bench_node's run summary and the -p overrides it shares with replay (the node run itself is the benchmark)."""
 from __future__ import annotations
 
 import pytest
 
-from moonseg3r_ros.tools.bench_node import node_params, summarize_runs
+from moonseg3r_ros.ros.node_process import NodeProcess, parse_overrides
+from moonseg3r_ros.tools.bench_node import summarize_runs
 
 
 def run(p50: float, p95: float, drops: int, load: float) -> dict:
@@ -20,8 +21,14 @@ def test_summary_is_the_median_and_range_over_runs():
     assert summary["load_average"] == [0.5, 0.8, 0.6] and summary["runs"] == 3
 
 
-def test_node_params_are_read_as_yaml():
-    assert node_params(["nav.occupancy_grid:=false", "queue_size:=4", "map.voxel_size:=0.03", "frames.map:=world"]) \
-        == {"nav.occupancy_grid": False, "queue_size": 4, "map.voxel_size": 0.03, "frames.map": "world"}
-    with pytest.raises(SystemExit, match="NAME:=VALUE"):
-        node_params(["queue_size=4"])
+def test_overrides_go_to_the_node_command_line_after_its_parameter_files(tmp_path):
+    """bench node's and replay's -p: NAME:=VALUE texts, passed as -p after the parameter files (so they win)."""
+    assert parse_overrides(["occupancy.rate:=0.1", " nav.detections := false", "frames.map:=world"]) \
+        == {"occupancy.rate": "0.1", "nav.detections": "false", "frames.map": "world"}
+    with pytest.raises(ValueError, match="NAME:=VALUE"):
+        parse_overrides(["queue_size=4"])
+    command = NodeProcess("moonseg3r", {"queue_size": 2}, log_dir=tmp_path,
+                          overrides={"occupancy.rate": "0.1"}).command()
+    last_file = max(i for i, arg in enumerate(command) if arg == "--params-file")
+    assert command[command.index("occupancy.rate:=0.1") - 1] == "-p"
+    assert command.index("occupancy.rate:=0.1") > last_file

@@ -43,6 +43,18 @@ def child_environment(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     return env
 
 
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """["NAME:=VALUE", ...] from a tool's `-p` options -> {NAME: VALUE text}, passed on as NodeProcess
+    `overrides` (ROS types the text, as for `ros2 run ... -p`). ValueError names an item without `:=`."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name.strip():
+            raise ValueError(f"-p expects NAME:=VALUE, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
 def nested(flat: dict[str, Any]) -> dict[str, Any]:
     """{'a.b': 1} -> {'a': {'b': 1}} (ROS parameter files are nested)."""
     out: dict[str, Any] = {}

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from moonseg3r_ros.ros.dds import confine_dds
+from moonseg3r_ros.ros.node_process import parse_overrides
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -95,15 +96,16 @@ def run_node(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     params = {"geometry.source": "recorded", "masks.source": args.masks, "keyframe_interval": args.keyframe_interval,
               "queue_size": args.queue_size, "drop_policy": args.drop_policy, "input_reliability": "reliable",
               "cloud.rate": args.cloud_rate, "diagnostics_rate": 2.0, "publish_debug_image": False,
-              "input_depth": args.input_depth, **args.extra_params}
+              "input_depth": args.input_depth}
     scene = generate_scene(SceneSpec(seed=args.seed, num_frames=args.frames, width=args.width, height=args.height,
                                      num_objects=6))
     frames = [scene.frames[i] for i in range(args.frames)]
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, log_dir).start()
+    proc = NodeProcess("moonseg3r", params, CAMERA_REMAPS, log_dir, overrides=args.overrides).start()
     client = NodeClient(context, "bench_node_client")
-    result: dict[str, Any] = {"params": params, "frames": args.frames, "rate_hz": args.rate,
+    result: dict[str, Any] = {"params": params, "overrides": args.overrides, "frames": args.frames,
+                              "rate_hz": args.rate,
                               "image": f"{args.width}x{args.height}"}
     try:
         client.subscribe_outputs()
@@ -183,19 +185,6 @@ def _stats_ms(values: list[float]) -> dict[str, float]:
             "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
 
 
-def node_params(items: list[str]) -> dict[str, Any]:
-    """["NAME:=VALUE", ...] -> {NAME: value}, each value read as YAML (1 -> int, false -> bool, 0.5 -> float)."""
-    import yaml
-
-    params: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition(":=")
-        if not sep or not name.strip():
-            raise SystemExit(f"bench_node: -p expects NAME:=VALUE, got {item!r}")
-        params[name.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return params
-
-
 def _print_run(e: dict[str, Any]) -> None:
     lat = e["latency_ms"]
     print(f"end to end ({e['image']}, {e['frames']} frames at {e['rate_hz']} Hz, "
@@ -256,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=1, help="fresh node runs; median and spread over them")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                        help="extra node parameter, value read as YAML, e.g. -p nav.occupancy_grid:=false")
+                        help="extra node parameter (wins over the benchmark's own), e.g. -p occupancy.rate:=0.1")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on waiting for the node to finish")
     parser.add_argument("--skip-node", action="store_true", help="only measure the ROS-layer overhead")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -264,7 +253,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
-    args.extra_params = node_params(args.param)
+    try:
+        args.overrides = parse_overrides(args.param)
+    except ValueError as err:
+        parser.error(str(err))
     confine_dds()
     figures: dict[str, Any] = {"domain_id": os.environ["ROS_DOMAIN_ID"], "cpu_threads": os.cpu_count()}
     if not args.skip_node:

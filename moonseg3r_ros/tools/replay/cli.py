@@ -41,12 +41,12 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     from moonseg3r_ros.tools.replay.run import ReplayOptions
 
-    extra = {}
-    for item in args.param:
-        if ":=" not in item:
-            raise ReplayError(f"--param expects NAME:=VALUE, got {item!r}")
-        name, value = item.split(":=", 1)
-        extra[name.strip()] = value.strip()
+    from moonseg3r_ros.ros.node_process import parse_overrides
+
+    try:
+        extra = parse_overrides(args.param)
+    except ValueError as err:
+        raise ReplayError(str(err)) from None
     geometry = args.geometry or ("cut3r" if args.cut3r_checkpoint else "recorded")
     masks = args.masks or ("sam" if args.sam_checkpoint else "rgbd")
     for path, what in ((args.cut3r_checkpoint, "CUT3R checkpoint"), (args.sam_checkpoint, "SAM checkpoint")):
