@@ -174,8 +174,8 @@ def attach_lifter_inputs(record: FrameRecord, lifter: QueryLifter) -> FrameRecor
 # The code the frozen outputs come from (geometry, CUT3R, features, masks, image and sequence reading): its source
 # is part of the cache key, so a changed mask rule never reads frames cached by the old one.
 FROZEN_OUTPUT_SOURCES = ("core/geometry.py", "core/features.py", "core/masks*.py", "core/images.py",
-                         "core/image_buffers.py", "core/camera.py", "core/types.py", "core/cut3r/**/*.py",
-                         "data/datasets.py", "data/scannet_io.py", "data/bag.py")
+                         "core/image_buffers.py", "core/camera.py", "core/rotations.py", "core/types.py",
+                         "core/cut3r/**/*.py", "data/datasets.py", "data/lazy.py", "data/scannet_io.py", "data/bag.py")
 
 
 def frozen_code_digest(root: Optional[Path] = None) -> str:
