@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moonseg3r_ros.core.preload import preload
 from moonseg3r_ros.core.geometry import block_mean
+from moonseg3r_ros.core.preload import preload
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

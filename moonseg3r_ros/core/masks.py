@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from moonseg3r_ros.core.config import MaskConfig
-from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
 from moonseg3r_ros.core.preload import preload
+from moonseg3r_ros.core.types import Frame, FrameGeometry, MaskSet
 from moonseg3r_ros.core.untrusted_files import load_torch_file
 
 LOGGER = logging.getLogger("moonseg3r")
