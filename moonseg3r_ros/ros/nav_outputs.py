@@ -230,10 +230,12 @@ class NavOutputs:
         if pending:
             self.publish_grid()
 
-    def publish_grid(self, view: Optional[MapView] = None) -> Optional[OccupancyGrid]:
+    def publish_grid(self) -> Optional[OccupancyGrid]:
+        """Build and publish the grid of the map as it is now (points and ids only), stamped with the newest
+        map change; None when there is nothing to publish."""
         with self._lock:
             stamp, self._dirty_stamp = self._dirty_stamp, None
-        view = view if view is not None else self.map_view(records=False)
+        view = self.map_view(records=False)
         if view is None or stamp is None:
             return None
         try:
