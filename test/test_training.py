@@ -15,7 +15,7 @@ from moonseg3r_ros.core.refiner_weights import (RefinerWeightsError, build_refin
 from moonseg3r_ros.data.synthetic import SceneSpec, generate_scene
 from moonseg3r_ros.training.config import from_dict, load_config
 from moonseg3r_ros.training.data import attach_lifter_inputs, build_records, load_cache, save_cache
-from moonseg3r_ros.training.model import ModelConfig, Refiner, plan_clip
+from moonseg3r_ros.training.model import ModelConfig, Refiner, assignment_targets, plan_clip
 from moonseg3r_ros.training.trainer import Trainer, lr_at
 
 WIDTH, HEIGHT = 96, 72
@@ -140,6 +140,27 @@ def test_plan_assigns_masks_to_the_ids_of_earlier_frames_of_the_same_object(scen
             assert instance_id in plan.visible
             assert all(plan.mask_ids[int(m)] == instance_id for m in members)
     assert total >= 6 and same == total  # ground-truth masks: every inherited id continues its own object
+
+
+def test_association_targets_are_the_assigned_columns_and_the_loss_reaches_the_decoder(records):
+    config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
+    plans = plan_clip(records[:4], config, 0.5)
+    later = next(p for p in plans[1:] if p.targets)
+    context_ids = list(later.visible)
+    targets = assignment_targets(later, context_ids)
+    for m, instance_id in enumerate(later.mask_ids.tolist()):
+        expected = context_ids.index(instance_id) if instance_id in context_ids else -1
+        assert int(targets[m]) == expected
+    assert (targets >= 0).any()
+    model = Refiner(config, 4, 4, ModelConfig(pixel_hidden=16))
+    clip = [attach_lifter_inputs(r, model.lifter) for r in fresh(records)[:4]]
+    off = model.clip_losses(clip, plans, from_dict({}).loss, torch.Generator().manual_seed(0))
+    assert off["assoc"].item() == 0.0  # weight 0: not computed
+    on = model.clip_losses(clip, plans, from_dict({"loss": {"assoc_weight": 1.0}}).loss,
+                           torch.Generator().manual_seed(0))
+    assert on["assoc"].item() > 0
+    on["assoc"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
 
 def test_resume_gives_the_same_losses_and_weights(tmp_path, records):

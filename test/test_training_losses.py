@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from moonseg3r_ros.core.pixel_head import PixelHead, frame_features, mask_logits
-from moonseg3r_ros.training.losses import (LossConfig, bce_dice, distillation_loss, logits_at, mask_loss,
-                                           normalized_gram, total_loss)
+from moonseg3r_ros.training.losses import (LossConfig, association_loss, bce_dice, distillation_loss, logits_at,
+                                           mask_loss, normalized_gram, total_loss)
 
 
 def block_masks() -> torch.Tensor:
@@ -102,6 +102,37 @@ def test_total_uses_the_configured_weights():
     assert total.item() == pytest.approx(2.0 + 0.3 + 2.0)
     other = LossConfig(seg_weight=0.0, dist_weight=1.0, xseg_weight=0.0)
     assert total_loss(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(4.0), other).item() == pytest.approx(3.0)
+
+
+def test_total_adds_the_association_term_with_its_weight():
+    assert LossConfig().assoc_weight == 0.0  # not in the paper: off unless configured
+    config = LossConfig(assoc_weight=0.25)
+    total = total_loss(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(4.0), config, torch.tensor(8.0))
+    assert total.item() == pytest.approx(2.0 + 0.3 + 2.0 + 2.0)
+
+
+def test_association_loss_values_by_hand():
+    context = torch.eye(3)[:2]  # two retrieved instances along x and y
+    queries = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # mask 0 is instance 0, mask 1 is new (along z)
+    targets = torch.tensor([0, -1])
+    # logits / T: row 0 [1, 0, 0.5] / T, row 1 [0, 0, 0.5] / T
+    t = 0.1
+    row0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 1 + math.exp(0.5 / t)))
+    row1 = -math.log(math.exp(0.5 / t) / (2 + math.exp(0.5 / t)))
+    got = association_loss(queries, context, targets, temperature=t, new_cosine=0.5)
+    assert got.item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    # the right answers with a sharp softmax -> ~0; swapping the targets -> large
+    assert association_loss(queries, context, targets, temperature=0.01).item() < 1e-6
+    assert association_loss(queries, context, torch.tensor([1, 0]), temperature=0.01).item() > 40
+
+
+def test_association_loss_pulls_a_query_to_its_instance():
+    context = torch.eye(4)[:3]
+    query = torch.tensor([[0.2, 1.0, 0.1, 0.3]], requires_grad=True)
+    association_loss(query, context, torch.tensor([0])).backward()
+    step = -query.grad[0]
+    assert step[0] > 0 and step[1] < 0  # towards instance 0, away from the instance it is closest to now
+    assert association_loss(query[:0], context, torch.tensor([], dtype=torch.int64)).item() == 0.0
 
 
 def test_pixel_head_reads_f3d_resampled_onto_the_f2d_grid():

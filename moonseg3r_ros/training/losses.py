@@ -14,7 +14,13 @@ L_dist  Spatial-semantic distillation: || Gram(G) - Gram(F2d) ||^2 + || Gram(G) 
         out of the 3D term. `patches` > 0 evaluates both on a random subset of that many patches.
 L_xseg  Cross-frame segmentation: the queries retrieved from the query index memory for frame t predict, through
         psi(F_t), the frame-t masks that their memory cells project into (same BCE + Dice as L_seg).
-Total = w_seg L_seg + w_dist L_dist + w_xseg L_xseg (paper: 1, 0.1, 0.5).
+L_assoc Query association (ours; the paper has no such term, `assoc_weight` 0 = the paper's recipe): the refined
+        query q'_m of a frame mask is classified among the clip's bank queries retrieved for that frame plus a
+        "new instance" option, by softmax cross-entropy over [cos(q'_m, ctx_k) / T for each retrieved k,
+        `assoc_new_cosine` / T]; the target is the id the mask's 3D points were assigned to (geometry only, as for
+        L_xseg) or "new" for a mask no retrieved id claims. It trains what the pipeline's Hungarian matching and
+        intra-frame merge compare: the cosine of the queries of the same instance across frames.
+Total = w_seg L_seg + w_dist L_dist + w_xseg L_xseg + w_assoc L_assoc (paper: 1, 0.1, 0.5; no L_assoc).
 """
 from __future__ import annotations
 
@@ -31,6 +37,10 @@ class LossConfig:
     seg_weight: float = 1.0  # paper: 1.0
     dist_weight: float = 0.1  # paper: 0.1
     xseg_weight: float = 0.5  # paper: 0.5
+    assoc_weight: float = 0.0  # L_assoc (not in the paper: 0 = the paper's losses)
+    assoc_temperature: float = 0.1  # T of L_assoc's softmax over cosines
+    assoc_new_cosine: float = 0.5  # cosine of L_assoc's "new instance" option (a match must beat it)
+    assoc_new_targets: bool = True  # masks no retrieved id claims are L_assoc samples with the target "new"
     bce_weight: float = 1.0  # L_seg / L_xseg = bce_weight * BCE + dice_weight * Dice
     dice_weight: float = 1.0
     points: int = 2048  # sampled pixels per frame for L_seg / L_xseg (0 = every pixel)
@@ -124,6 +134,22 @@ def distillation_loss(pixels: torch.Tensor, features_2d: torch.Tensor, features_
     return loss
 
 
-def total_loss(seg: torch.Tensor, dist: torch.Tensor, xseg: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """w_seg L_seg + w_dist L_dist + w_xseg L_xseg."""
-    return config.seg_weight * seg + config.dist_weight * dist + config.xseg_weight * xseg
+def association_loss(queries: torch.Tensor, context: torch.Tensor, targets: torch.Tensor,
+                     temperature: float = 0.1, new_cosine: float = 0.5) -> torch.Tensor:
+    """L_assoc: refined queries N x D, retrieved bank queries K x D, targets N int64 (index into context, or -1 =
+    a new instance) -> mean over the N masks of the cross-entropy of the softmax over
+    [cos(q_n, ctx_k) / T, new_cosine / T]."""
+    if queries.shape[0] == 0:
+        return queries.sum() * 0.0
+    cosines = F.normalize(queries.float(), dim=1, eps=1e-8) @ F.normalize(context.float(), dim=1, eps=1e-8).T
+    new = cosines.new_full((cosines.shape[0], 1), new_cosine)
+    logits = torch.cat([cosines, new], dim=1) / temperature
+    classes = torch.where(targets < 0, torch.full_like(targets, context.shape[0]), targets).to(logits.device)
+    return F.cross_entropy(logits, classes)
+
+
+def total_loss(seg: torch.Tensor, dist: torch.Tensor, xseg: torch.Tensor, config: LossConfig,
+               assoc: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """w_seg L_seg + w_dist L_dist + w_xseg L_xseg (+ w_assoc L_assoc)."""
+    total = config.seg_weight * seg + config.dist_weight * dist + config.xseg_weight * xseg
+    return total if assoc is None else total + config.assoc_weight * assoc

@@ -8,6 +8,7 @@ Per frame t of a clip (in order), mirroring the pipeline's keyframe:
     L_seg  += BCE+Dice(sigmoid(q'_t . G_t), M_t)
     L_dist += Gram distillation of G_t against F2d_t and F3d_t
     L_xseg += BCE+Dice(sigmoid(ctx_t . G_t), frame-t masks the retrieved ids' memory cells project into)
+    L_assoc += softmax CE of each q'_t row over [cos to ctx_t, "new"], target: the id its mask was assigned to
 then the memory and bank are updated with X_t and q'_t.
 
 Which frame-t masks a retrieved id "projects into" (`plan_clip`, geometry only, computed once per clip): the id
@@ -35,7 +36,7 @@ from moonseg3r_ros.core.pixel_head import patch_positions, resample_to_grid
 from moonseg3r_ros.core.query_memory import QueryIndexMemory
 from moonseg3r_ros.core.refiner_weights import new_refiner_modules
 from moonseg3r_ros.training.data import FrameRecord, make_lifter
-from moonseg3r_ros.training.losses import LossConfig, distillation_loss, mask_loss, total_loss
+from moonseg3r_ros.training.losses import LossConfig, association_loss, distillation_loss, mask_loss, total_loss
 
 
 MIN_CLAIMED = 0.1  # share of a mask's valid pixels that must fall in visible claimed cells to be assigned
@@ -100,7 +101,7 @@ class Refiner(nn.Module):
                     generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
         """Mean L_seg, L_dist, L_xseg over the clip's frames (L_xseg over frames with targets) and the total."""
         bank: dict[int, tuple[torch.Tensor, int]] = {}
-        seg, dist, xseg = [], [], []
+        seg, dist, xseg, assoc = [], [], [], []
         window = self.config.memory.bank_average_window
         for record, plan in zip(clip, plans):
             f2d, f3d, positions = self.frame_tensors(record)
@@ -119,6 +120,11 @@ class Refiner(nn.Module):
             if targeted:
                 target = torch.stack([masks[plan.targets[context_ids[k]]].any(dim=0) for k in targeted])
                 xseg.append(mask_loss(self.pixel_head.logits(context[targeted], pixels), target, loss, generator))
+            if context is not None and loss.assoc_weight > 0:
+                classes = assignment_targets(plan, context_ids)
+                rows = torch.arange(len(classes)) if loss.assoc_new_targets else torch.nonzero(classes >= 0)[:, 0]
+                assoc.append(association_loss(refined[rows], context, classes[rows], loss.assoc_temperature,
+                                              loss.assoc_new_cosine))
             for instance_id in np.unique(plan.mask_ids).tolist():
                 members = torch.from_numpy(np.flatnonzero(plan.mask_ids == instance_id))
                 observed = refined[members].mean(dim=0)
@@ -127,9 +133,16 @@ class Refiner(nn.Module):
                 bank[instance_id] = (observed if old is None else (1 - weight) * old + weight * observed, count + 1)
         zero = seg[0] * 0.0
         out = {"seg": torch.stack(seg).mean(), "dist": torch.stack(dist).mean(),
-               "xseg": torch.stack(xseg).mean() if xseg else zero}
-        out["total"] = total_loss(out["seg"], out["dist"], out["xseg"], loss)
+               "xseg": torch.stack(xseg).mean() if xseg else zero,
+               "assoc": torch.stack(assoc).mean() if assoc else zero}
+        out["total"] = total_loss(out["seg"], out["dist"], out["xseg"], loss, out["assoc"])
         return out
+
+
+def assignment_targets(plan: FramePlan, context_ids: list) -> torch.Tensor:
+    """N int64: per mask of the frame, the index in `context_ids` of the id it was assigned to, or -1 (new)."""
+    column = {instance_id: k for k, instance_id in enumerate(context_ids)}
+    return torch.tensor([column.get(int(i), -1) for i in plan.mask_ids], dtype=torch.int64)
 
 
 def plan_clip(clip: list[FrameRecord], config: PipelineConfig, assign_fraction: float) -> list[FramePlan]:

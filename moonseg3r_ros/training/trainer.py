@@ -31,7 +31,7 @@ from moonseg3r_ros.training.data import (ClipSampler, FrameRecord, attach_lifter
 from moonseg3r_ros.training.model import Refiner, plan_clip
 
 LOGGER = logging.getLogger("moonseg3r")
-LOSS_NAMES = ("total", "seg", "dist", "xseg")
+LOSS_NAMES = ("total", "seg", "dist", "xseg", "assoc")
 
 
 def lr_at(step: int, config) -> float:
