@@ -51,14 +51,30 @@ def run_variants(base: dict, variants: list[tuple[str, str, dict]], sequences: l
         start = time.perf_counter()
         metrics = evaluate_weights(config, None if identity else weights, sequences, work / f"v{k}",
                                    mode="identity" if identity else "trained")
+        scene_ap = {scene: float(values["ap"]) for scene, values in sorted(metrics["scenes"].items())}
         rows.append({"variant": name, "weights": weights, "settings": settings, "ap": metrics["ap"],
-                     "ap50": metrics["ap50"], "ap25": metrics["ap25"], "seconds": time.perf_counter() - start})
+                     "ap50": metrics["ap50"], "ap25": metrics["ap25"], "scene_ap": scene_ap,
+                     "mean_scene_ap": sum(scene_ap.values()) / max(len(scene_ap), 1),
+                     "seconds": time.perf_counter() - start})
     return rows
 
 
+def scene_record(row: dict, reference: dict) -> str:
+    """'better/same/worse' scene counts of a row's per-scene AP against the reference row's (the first variant)."""
+    pairs = [(row["scene_ap"][s], reference["scene_ap"][s]) for s in row["scene_ap"] if s in reference["scene_ap"]]
+    better = sum(a > b + 1e-9 for a, b in pairs)
+    worse = sum(a < b - 1e-9 for a, b in pairs)
+    return f"{better}/{len(pairs) - better - worse}/{worse}"
+
+
 def format_rows(rows: list[dict], scenes: int) -> str:
-    lines = [f"| variant ({scenes} held-out scenes) | AP | AP50 | AP25 |", "|---|---|---|---|"]
-    lines += [f"| {r['variant']} | {r['ap']:.3f} | {r['ap50']:.3f} | {r['ap25']:.3f} |" for r in rows]
+    """Markdown table: pooled AP/AP50/AP25 over all scenes, the mean of the per-scene APs, and per-scene
+    better/same/worse counts against the first variant."""
+    first = rows[0]["variant"] if rows else ""
+    lines = [f"| variant ({scenes} held-out scenes) | AP | AP50 | AP25 | mean scene AP | scenes vs {first} |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['ap']:.3f} | {r['ap50']:.3f} | {r['ap25']:.3f} | {r['mean_scene_ap']:.3f} | "
+              f"{scene_record(r, rows[0])} |" for r in rows]
     return "\n".join(lines)
 
 
