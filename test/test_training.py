@@ -163,6 +163,26 @@ def test_association_targets_are_the_assigned_columns_and_the_loss_reaches_the_d
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
 
+def test_association_loss_averages_only_frames_with_samples(records):
+    """With `assoc_new_targets: false` a frame whose masks no retrieved id claims has no L_assoc sample; it must
+    not count as a zero in the clip's mean."""
+    import dataclasses
+
+    config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
+    plans = plan_clip(records[:4], config, 0.5)
+    last = max(k for k, p in enumerate(plans) if p.targets)
+    assert any(p.targets for p in plans[:last])
+    unclaimed = dataclasses.replace(plans[last], mask_ids=plans[last].mask_ids + 10**6, targets={})
+    loss = from_dict({"loss": {"assoc_weight": 1.0, "assoc_new_targets": False}}).loss
+    model = Refiner(config, 4, 4, ModelConfig(pixel_hidden=16))
+    clip = [attach_lifter_inputs(r, model.lifter) for r in fresh(records)[:4]]
+    with torch.no_grad():
+        without = model.clip_losses(clip[:last + 1], plans[:last] + [unclaimed], loss, torch.Generator())
+        before = model.clip_losses(clip[:last], plans[:last], loss, torch.Generator())
+    assert without["assoc"].item() == pytest.approx(before["assoc"].item(), rel=1e-6)
+    assert before["assoc"].item() > 0
+
+
 def test_resume_gives_the_same_losses_and_weights(tmp_path, records):
     straight = Trainer(tiny_config(tmp_path / "a"), [fresh(records)], [])
     straight_result = straight.run(resume=False)

@@ -123,8 +123,9 @@ class Refiner(nn.Module):
             if context is not None and loss.assoc_weight > 0:
                 classes = assignment_targets(plan, context_ids)
                 rows = torch.arange(len(classes)) if loss.assoc_new_targets else torch.nonzero(classes >= 0)[:, 0]
-                assoc.append(association_loss(refined[rows], context, classes[rows], loss.assoc_temperature,
-                                              loss.assoc_new_cosine))
+                if len(rows):  # a frame without samples would pull the clip's mean towards 0
+                    assoc.append(association_loss(refined[rows], context, classes[rows], loss.assoc_temperature,
+                                                  loss.assoc_new_cosine))
             for instance_id in np.unique(plan.mask_ids).tolist():
                 members = torch.from_numpy(np.flatnonzero(plan.mask_ids == instance_id))
                 observed = refined[members].mean(dim=0)
