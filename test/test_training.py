@@ -1,4 +1,5 @@
 """Training of the refiner: data, gradients, memory plan, exact resume, weights file, cache, config, CLI."""
+import dataclasses
 import json
 
 import numpy as np
@@ -166,8 +167,6 @@ def test_association_targets_are_the_assigned_columns_and_the_loss_reaches_the_d
 def test_association_loss_averages_only_frames_with_samples(records):
     """With `assoc_new_targets: false` a frame whose masks no retrieved id claims has no L_assoc sample; it must
     not count as a zero in the clip's mean."""
-    import dataclasses
-
     config = from_dict({"pipeline": tiny_pipeline()}).pipeline_config()
     plans = plan_clip(records[:4], config, 0.5)
     last = max(k for k, p in enumerate(plans) if p.targets)
