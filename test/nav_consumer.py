@@ -6,7 +6,9 @@ update (atomically), until SIGINT/SIGTERM.
 
 JSON: tf_parents {child: [parents seen on /tf and /tf_static]}, tf_edges {"parent child": [x y z qx qy qz qw]
 of the latest one}, tf_messages, grid {frame, width, height, resolution, origin [x y z qx qy qz qw], data},
-grids, detections [{id, center, size, score, class_id}], detection_messages, detections_frame.
+grids, detections [{id, center, size, score, class_id}], detection_messages, detections_frame, publishers
+{grid, detections: matched publishers} (a test feeds only once they are matched: volatile detections sent
+before are not delivered).
 """
 from __future__ import annotations
 
@@ -78,11 +80,20 @@ def main(out_path: str, grid_topic: str, detections_topic: str) -> int:
     latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     node.create_subscription(TFMessage, "/tf", on_tf, reliable)
     node.create_subscription(TFMessage, "/tf_static", on_tf, latched)
-    node.create_subscription(OccupancyGrid, grid_topic, on_grid,
-                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    node.create_subscription(Detection3DArray, detections_topic, on_detections, reliable)
-    dump()
+    grid_sub = node.create_subscription(OccupancyGrid, grid_topic, on_grid,
+                                        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    detections_sub = node.create_subscription(Detection3DArray, detections_topic, on_detections, reliable)
+
+    def count_publishers() -> None:
+        counts = {"grid": grid_sub.get_publisher_count(), "detections": detections_sub.get_publisher_count()}
+        with lock:
+            changed, state["publishers"] = state.get("publishers") != counts, counts
+        if changed:
+            dump()
+
+    node.create_timer(0.1, count_publishers)
+    count_publishers()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -107,14 +107,6 @@ def pairing_capacity(config) -> int:
     return max(config.sync.buffer_size, config.input_depth)
 
 
-def needed_streams(config: PipelineConfig) -> list[str]:
-    """Every input stream the configuration waits for: the image, its side inputs, camera_info with depth."""
-    needs = ["image"] + side_inputs(config)
-    if "depth" in needs:
-        needs.insert(needs.index("depth") + 1, "camera_info")
-    return needs
-
-
 class InputsMixin:
     """Subscriptions and input callbacks of MoonSeg3RNode.
 
@@ -150,34 +142,34 @@ class InputsMixin:
         # stream would lose messages and fail pairing), and each stream's callbacks stay in order.
         self._input_groups = [MutuallyExclusiveCallbackGroup() for _ in range(INPUT_STREAMS)]
         group = self._input_groups[0]
-        subs = []
+        subs: dict[str, Any] = {}
         if cfg.image_transport == "compressed":
             # Like image_transport: remap the base topic, then append the transport's suffix.
             base = self.resolve_topic_name(topics.image)
-            subs.append(self.create_subscription(CompressedImage, f"{base}/compressed",
-                                                 self._on_compressed_image, qos, callback_group=group))
+            subs["image"] = self.create_subscription(CompressedImage, f"{base}/compressed",
+                                                     self._on_compressed_image, qos, callback_group=group)
         else:
-            subs.append(self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group))
+            subs["image"] = self.create_subscription(Image, topics.image, self._on_image, qos, callback_group=group)
         needs = self._side_inputs()
         if self._pairing is not None:
             self._pairing.capacity = pairing_capacity(cfg)
         if self._queue is not None:  # queue settings may have changed while inactive
             self._queue.capacity, self._queue.drop_policy = cfg.queue_size, cfg.drop_policy
         if "depth" in needs:
-            subs.append(self.create_subscription(Image, topics.depth, self._on_depth, qos,
-                                                 callback_group=self._input_groups[1]))
-            subs.append(self.create_subscription(CameraInfo, topics.camera_info, self._on_camera_info, qos,
-                                                 callback_group=self._input_groups[2]))
-            subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, qos,
-                                                 callback_group=self._input_groups[3]))
+            subs["depth"] = self.create_subscription(Image, topics.depth, self._on_depth, qos,
+                                                     callback_group=self._input_groups[1])
+            subs["camera_info"] = self.create_subscription(CameraInfo, topics.camera_info, self._on_camera_info,
+                                                           qos, callback_group=self._input_groups[2])
+        if "pose" in needs:  # not in localization mode: the pose comes from TF there
+            subs["pose"] = self.create_subscription(PoseStamped, topics.pose, self._on_pose, qos,
+                                                    callback_group=self._input_groups[3])
         if "instance_ids" in needs:
-            subs.append(self.create_subscription(Image, topics.instance_ids, self._on_instance_ids, qos,
-                                                 callback_group=self._input_groups[4]))
+            subs["instance_ids"] = self.create_subscription(Image, topics.instance_ids, self._on_instance_ids, qos,
+                                                            callback_group=self._input_groups[4])
         self._input_seen.clear()
-        self._input_topics = {stream: sub.topic_name for stream, sub in
-                              zip(needed_streams(self.pipeline_config), subs)}
-        self._log_subscriptions(subs)
-        return subs
+        self._input_topics = {stream: sub.topic_name for stream, sub in subs.items()}
+        self._log_subscriptions(list(subs.values()))
+        return list(subs.values())
 
     def _on_image(self, msg: Image) -> None:
         self._accept_image(msg.header.stamp, lambda: conv.image_msg_to_rgb(msg), msg.header.frame_id)

@@ -80,6 +80,7 @@ class Run:
         assert client.change_state(CONFIGURE), self.node.log()
         assert client.change_state(ACTIVATE), self.node.log()
         assert client.spin_until(inputs.subscribed, 60), f"unsubscribed: {inputs.unsubscribed()}\n{self.node.log()}"
+        self.wait(lambda r: min(r.get("publishers", {"": 0}).values()) >= 1, 60)  # the consumer hears the node
         for frame in self.frames:
             stamp = conv.seconds_to_stamp(STAMP0 + frame.stamp)
             if robot:

@@ -134,6 +134,8 @@ def test_pairing_rebuilt_for_another_tf_mode_still_accounts_every_image(node_pro
     assert client.counter("images_dropped.unpaired") == 1
     assert client.counter("images_dropped.no_robot_pose") == 1  # nobody publishes the robot's TF here
     assert client.finished() == 2
+    assert client.inputs["pose"].get_subscription_count() == 0, "the pose topic is not subscribed"
+    assert client.diagnostics()["missing_inputs"] == "", "nothing is missing: the pose is not a topic here"
 
 
 def latched_grids(node: TestClient, target: str = "moonseg3r") -> None:
