@@ -71,7 +71,7 @@ def format_rows(rows: list[dict], scenes: int) -> str:
     """Markdown table: pooled AP/AP50/AP25 over all scenes, the mean of the per-scene APs, and per-scene
     better/same/worse counts against the first variant."""
     first = rows[0]["variant"] if rows else ""
-    lines = [f"| variant ({scenes} held-out scenes) | AP | AP50 | AP25 | mean scene AP | scenes vs {first} |",
+    lines = [f"| variant ({scenes} scenes) | AP | AP50 | AP25 | mean scene AP | scenes vs {first} |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['ap']:.3f} | {r['ap50']:.3f} | {r['ap25']:.3f} | {r['mean_scene_ap']:.3f} | "
               f"{scene_record(r, rows[0])} |" for r in rows]
