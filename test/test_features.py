@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -49,3 +51,49 @@ def test_dino_errors(tmp_path):
     config.features.weights = str(tmp_path)
     with pytest.raises(FeatureError, match="could not be loaded"):
         make_backbone(config, torch.device("cpu"))
+
+
+def stripes(vertical: bool, size: int = 32, period: int = 4) -> np.ndarray:
+    ramp = (np.arange(size) // (period // 2)) % 2 * 200 + 20
+    grey = np.tile(ramp, (size, 1)) if vertical else np.tile(ramp[:, None], (1, size))
+    return np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
+
+
+def test_texture_features_extend_the_colour_channels():
+    config = PipelineConfig()
+    config.features.backbone, config.features.color_patch = "texture", 8
+    backbone = make_backbone(config, torch.device("cpu"))
+    image = np.random.default_rng(1).integers(0, 255, (30, 45, 3), dtype=np.uint8)
+    f = backbone.extract(image)
+    assert backbone.out_channels == 4 + 3 + config.features.texture_orientations == f.shape[0]
+    assert f.shape[1:] == (4, 6) and f.dtype == torch.float32  # ceil(30/8) x ceil(45/8), like the colour grid
+    assert torch.equal(f[:4], ColorFeatures(8).extract(image))
+    flat = backbone.extract(np.full((32, 32, 3), 90, np.uint8))
+    assert torch.allclose(flat[4:], torch.zeros(1)), "no colour spread and no gradients on a flat image"
+
+
+def test_texture_features_tell_stripe_directions_apart():
+    """Same colours, same spread: only the oriented-gradient cells differ, and they point 90 degrees apart."""
+    backbone = make_backbone(PipelineConfig(features=dataclasses.replace(PipelineConfig().features,
+                                                                         backbone="texture")), torch.device("cpu"))
+    vertical, horizontal = (backbone.extract(stripes(v))[:, 1, 1] for v in (True, False))
+    assert torch.allclose(vertical[:7], horizontal[:7], atol=1e-5)
+    hog_v, hog_h = vertical[7:], horizontal[7:]
+    bins = hog_v.numel()
+    assert int(torch.argmax(hog_v)) == (int(torch.argmax(hog_h)) + bins // 2) % bins
+    assert float(torch.nn.functional.cosine_similarity(hog_v, hog_h, dim=0)) < 0.5
+
+
+def test_weights_know_which_weight_free_backbone_they_were_trained_for():
+    from moonseg3r_ros.core.refiner_weights import RefinerWeightsError, check_features, feature_signature
+
+    colour, texture = PipelineConfig(), PipelineConfig()
+    texture.features.backbone = "texture"
+    with pytest.raises(RefinerWeightsError, match="backbone"):
+        check_features({"features": feature_signature(colour)}, texture)
+    fewer_bins = PipelineConfig()
+    fewer_bins.features.backbone, fewer_bins.features.texture_orientations = "texture", 4
+    with pytest.raises(RefinerWeightsError, match="texture_orientations"):
+        check_features({"features": feature_signature(texture)}, fewer_bins)
+    check_features({"features": feature_signature(texture)}, texture)
+    assert "input_long_side" not in feature_signature(texture)

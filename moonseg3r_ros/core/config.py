@@ -95,13 +95,16 @@ class MaskConfig:
 
 @dataclass
 class FeatureConfig:
-    backbone: str = param("none", "2D semantic backbone: 'dino' (local weights) or 'none' (weight-free colour "
-                                  "features).", choices=("dino", "none"))
+    backbone: str = param("none", "2D semantic backbone: 'dino' (local weights), 'none' (weight-free colour "
+                                  "features) or 'texture' (weight-free colour + colour spread + oriented-gradient "
+                                  "histograms).", choices=("dino", "none", "texture"))
     weights: str = param("", "Local folder or file with the DINO backbone weights (transformers format).")
     dim: int = param(64, "Width of the queries after lifting.", 8, 4096)
     input_long_side: int = param(448, "DINO backbone: long side of its input image (rounded to the patch size).",
                                  14, 4096)
     color_patch: int = param(8, "Weight-free colour features: patch size in pixels.", 1, 256)
+    texture_orientations: int = param(8, "Texture features: orientation bins of the per-patch gradient histogram.",
+                                      2, 64)
     pos_frequencies: int = param(32, "Random Fourier frequencies of the 3D positional encoding of each mask.",
                                  1, 1024)
     pos_scale: float = param(0.5, "Length scale (scene units) of the positional encoding: centroids this far "

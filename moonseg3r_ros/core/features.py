@@ -10,6 +10,12 @@ Backbones (`FeatureConfig.backbone`)
 - 'none': `ColorFeatures`, weight-free: CIE Lab colour (centred, scaled to about [-1, 1]) and the Sobel
   gradient magnitude of L, weighted (0.5 L, 2 a, 2 b, 0.25 |grad|: shading-stable chroma dominates) and
   average-pooled over `color_patch` x `color_patch` pixels -> 4 x h x w.
+- 'texture': `TextureFeatures`, weight-free and richer: the 4 colour channels above, the per-patch standard
+  deviation of L, a, b (how much the colour varies inside the patch) and a histogram of oriented gradients per
+  patch (scikit-image `hog`, `texture_orientations` unsigned bins, one cell per block, L2-Hys normalised: the
+  patch's texture direction independent of its contrast) -> (7 + orientations) x h x w. Why: the colour set
+  has rank <= 4, so Gram targets and mask-pooled queries cannot tell two objects of similar colour apart;
+  printed textures (wood, fabric, labels) differ in variation and orientation.
 """
 from __future__ import annotations
 
@@ -129,6 +135,43 @@ def load_dino(weights: str) -> torch.nn.Module:
         raise FeatureError(f"DINO backbone in '{weights}' could not be loaded: {err}") from err
 
 
+class TextureFeatures(ColorFeatures):
+    """Weight-free F2d: ColorFeatures + per-patch Lab std + oriented-gradient histograms (see module docstring)."""
+
+    std_weight = 2.0  # std of centred Lab (about 0-0.3) to the scale of the colour channels
+    hog_weight = 0.5  # L2-Hys cells: entries 0-0.2, up to ~0.5 for one dominant direction
+
+    def __init__(self, patch: int = 8, orientations: int = 8, device: torch.device = torch.device("cpu")):
+        super().__init__(patch, device)
+        if orientations < 2:
+            raise FeatureError(f"texture orientations must be >= 2, got {orientations}")
+        self.orientations = int(orientations)
+        self.out_channels = ColorFeatures.out_channels + 3 + self.orientations
+        preload("skimage.feature")
+
+    def extract(self, image: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        colour = super().extract(image)
+        lab = (cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32) - 128.0) / 128.0
+        mean = block_mean(lab, self.patch)
+        spread = np.sqrt(np.maximum(block_mean(lab * lab, self.patch) - mean * mean, 0.0)) * self.std_weight
+        parts = [spread, self._orientation_cells(lab[..., 0]) * self.hog_weight]
+        extra = np.concatenate(parts, axis=2).transpose(2, 0, 1)
+        return torch.cat([colour, torch.from_numpy(np.ascontiguousarray(extra)).to(self.device)])
+
+    def _orientation_cells(self, lightness: np.ndarray) -> np.ndarray:
+        """HxW -> ceil(H/patch) x ceil(W/patch) x orientations HOG cells (edge-padded to whole patches)."""
+        from skimage.feature import hog
+
+        height, width = lightness.shape
+        grid_h, grid_w = -(-height // self.patch), -(-width // self.patch)
+        padded = np.pad(lightness, ((0, grid_h * self.patch - height), (0, grid_w * self.patch - width)), "edge")
+        cells = hog(padded, orientations=self.orientations, pixels_per_cell=(self.patch, self.patch),
+                    cells_per_block=(1, 1), block_norm="L2-Hys", feature_vector=False)
+        return cells.reshape(grid_h, grid_w, self.orientations).astype(np.float32)
+
+
 def make_backbone(config: Any, device: torch.device) -> SemanticBackbone:
     """SemanticBackbone for `config.features` (a PipelineConfig or a FeatureConfig)."""
     features = getattr(config, "features", config)
@@ -136,4 +179,6 @@ def make_backbone(config: Any, device: torch.device) -> SemanticBackbone:
         return DinoBackbone(features.weights, device, features.input_long_side)
     if features.backbone == "none":
         return ColorFeatures(features.color_patch, device)
-    raise FeatureError(f"unknown backbone '{features.backbone}' (use 'dino' or 'none')")
+    if features.backbone == "texture":
+        return TextureFeatures(features.color_patch, features.texture_orientations, device)
+    raise FeatureError(f"unknown backbone '{features.backbone}' (use 'dino', 'none' or 'texture')")

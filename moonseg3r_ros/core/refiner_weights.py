@@ -59,10 +59,12 @@ def feature_signature(config: Any) -> dict:
     features, geometry = config.features, config.geometry
     signature = {"backbone": features.backbone, "dim": features.dim, "pos_frequencies": features.pos_frequencies,
                  "pos_scale": features.pos_scale, "seed": config.seed, "f3d": geometric_feature_source(config)}
-    if features.backbone == "none":
-        signature["color_patch"] = features.color_patch
-    else:
+    if features.backbone == "dino":
         signature["input_long_side"] = features.input_long_side
+    else:  # the weight-free backbones
+        signature["color_patch"] = features.color_patch
+    if features.backbone == "texture":
+        signature["texture_orientations"] = features.texture_orientations
     if signature["f3d"] == "recorded-normals-logdepth":
         signature["feature_patch"] = geometry.feature_patch
     return signature
