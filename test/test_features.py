@@ -97,3 +97,13 @@ def test_weights_know_which_weight_free_backbone_they_were_trained_for():
         check_features({"features": feature_signature(texture)}, fewer_bins)
     check_features({"features": feature_signature(texture)}, texture)
     assert "input_long_side" not in feature_signature(texture)
+
+
+def test_texture_backbone_without_scikit_image_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skimage.feature", None)  # import raises ImportError
+    config = PipelineConfig()
+    config.features.backbone = "texture"
+    with pytest.raises(FeatureError, match="needs scikit-image"):
+        make_backbone(config, torch.device("cpu"))

@@ -147,7 +147,11 @@ class TextureFeatures(ColorFeatures):
             raise FeatureError(f"texture orientations must be >= 2, got {orientations}")
         self.orientations = int(orientations)
         self.out_channels = ColorFeatures.out_channels + 3 + self.orientations
-        preload("skimage.feature")
+        try:
+            preload("skimage.feature")
+        except ImportError as err:
+            raise FeatureError("features.backbone 'texture' needs scikit-image (pinned in requirements/python.txt: "
+                               f"pip install -r requirements/python.txt): {err}") from err
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
         import cv2
