@@ -60,6 +60,11 @@ class ColorFeatures:
         preload("cv2")
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
+        weighted, _ = self._weighted_channels(image)
+        return self._to_tensor(block_mean(weighted, self.patch))
+
+    def _weighted_channels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HxWx3 uint8 RGB -> (HxWx4 weighted L, a, b, |grad L|; HxWx3 the centred Lab they come from)."""
         import cv2
 
         lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -67,8 +72,10 @@ class ColorFeatures:
         grad_x = cv2.Sobel(lab[..., 0], cv2.CV_32F, 1, 0, ksize=3)
         grad_y = cv2.Sobel(lab[..., 0], cv2.CV_32F, 0, 1, ksize=3)
         grad = np.sqrt(grad_x * grad_x + grad_y * grad_y)[..., None]
-        weighted = np.concatenate([lab * self.channel_weights[:3], grad * self.channel_weights[3]], axis=2)
-        pooled = block_mean(weighted, self.patch)
+        return np.concatenate([lab * self.channel_weights[:3], grad * self.channel_weights[3]], axis=2), lab
+
+    def _to_tensor(self, pooled: np.ndarray) -> torch.Tensor:
+        """h x w x C patch grid -> C x h x w float32 tensor on the device."""
         return torch.from_numpy(np.ascontiguousarray(pooled.transpose(2, 0, 1))).to(self.device)
 
 
@@ -154,15 +161,12 @@ class TextureFeatures(ColorFeatures):
                                f"pip install -r requirements/python.txt): {err}") from err
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
-        import cv2
-
-        colour = super().extract(image)
-        lab = (cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32) - 128.0) / 128.0
-        mean = block_mean(lab, self.patch)
-        spread = np.sqrt(np.maximum(block_mean(lab * lab, self.patch) - mean * mean, 0.0)) * self.std_weight
-        parts = [spread, self._orientation_cells(lab[..., 0]) * self.hog_weight]
-        extra = np.concatenate(parts, axis=2).transpose(2, 0, 1)
-        return torch.cat([colour, torch.from_numpy(np.ascontiguousarray(extra)).to(self.device)])
+        weighted, lab = self._weighted_channels(image)  # one Lab conversion for all channels
+        moments = block_mean(np.concatenate([lab, lab * lab], axis=2), self.patch)
+        mean, square = moments[..., :3], moments[..., 3:]
+        spread = np.sqrt(np.maximum(square - mean * mean, 0.0)) * self.std_weight
+        cells = self._orientation_cells(lab[..., 0]) * self.hog_weight
+        return self._to_tensor(np.concatenate([block_mean(weighted, self.patch), spread, cells], axis=2))
 
     def _orientation_cells(self, lightness: np.ndarray) -> np.ndarray:
         """HxW -> ceil(H/patch) x ceil(W/patch) x orientations HOG cells (edge-padded to whole patches)."""

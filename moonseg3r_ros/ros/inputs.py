@@ -168,8 +168,9 @@ class InputsMixin:
                                                             callback_group=self._input_groups[4])
         self._input_seen.clear()
         self._input_topics = {stream: sub.topic_name for stream, sub in subs.items()}
-        self._log_subscriptions(list(subs.values()))
-        return list(subs.values())
+        subscriptions = list(subs.values())
+        self._log_subscriptions(subscriptions)
+        return subscriptions
 
     def _on_image(self, msg: Image) -> None:
         self._accept_image(msg.header.stamp, lambda: conv.image_msg_to_rgb(msg), msg.header.frame_id)
