@@ -268,6 +268,24 @@ def test_cache_round_trip_and_pickle_refused(tmp_path, records):
         load_cache(bad)
 
 
+def test_two_writers_of_one_cache_file_both_succeed(tmp_path, records, monkeypatch):
+    """Two trainings sharing a cache_dir: a second writer finishing while the first writes must not break it."""
+    path = tmp_path / "cache.npz"
+    real_savez = np.savez
+    nested = []
+
+    def savez_with_a_second_writer(target, **arrays):
+        real_savez(target, **arrays)
+        if not nested:  # the second writer saves and renames between the first one's write and rename
+            nested.append(True)
+            save_cache(path, records[:1])
+
+    monkeypatch.setattr(np, "savez", savez_with_a_second_writer)
+    save_cache(path, records[:2])
+    assert len(load_cache(path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
 def test_config_rejects_unknown_and_mistyped_keys(tmp_path):
     with pytest.raises(ValueError, match="unknown key.*lr_max"):
         from_dict({"optim": {"lr_max": 1.0}})

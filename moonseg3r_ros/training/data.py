@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -198,7 +200,7 @@ def cache_key(sequence_path: str, length: int, config: PipelineConfig, frame_str
 
 
 def save_cache(path: Path, records: list[FrameRecord]) -> None:
-    """Records -> one npz of plain arrays (written to a temporary name, then renamed)."""
+    """Records -> one npz of plain arrays (written to a temporary file of this writer, then renamed)."""
     arrays: dict[str, np.ndarray] = {"count": np.array(len(records), np.int64)}
     for i, record in enumerate(records):
         values = {"pose_c2w": record.pose_c2w, "intrinsics": record.intrinsics, "points_world": record.points_world,
@@ -211,9 +213,16 @@ def save_cache(path: Path, records: list[FrameRecord]) -> None:
                 arrays[f"{i}/{name}"] = np.ascontiguousarray(value)
         arrays[f"{i}/scores"] = np.asarray(record.masks.scores, np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    partial.replace(path)
+    # A name of its own per writer: two trainings sharing a cache_dir may write the same sequence at once.
+    handle, partial_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial.npz", dir=path.parent)
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def load_cache(path: Path) -> list[FrameRecord]:
