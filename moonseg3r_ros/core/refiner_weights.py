@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 import torch
 
+from moonseg3r_ros.core.atomic_files import replaced_atomically
+
 FORMAT = "moonseg3r-refiner"
 VERSION = 1
 META_KEY = "moonseg3r_refiner"
@@ -83,17 +85,15 @@ def check_features(meta: dict, config: Any, path: str = "") -> None:
 
 
 def save_refiner(path: str | Path, modules: dict, dims: dict, features: dict, training: Optional[dict] = None) -> Path:
-    """modules {'lifter','decoder','pixel_head'} -> one safetensors file (written to .partial, then renamed)."""
+    """modules {'lifter','decoder','pixel_head'} -> one safetensors file (a temporary file, then renamed)."""
     from safetensors.torch import save_file
 
     tensors = {f"{part}.{name}": value.detach().cpu().contiguous()
                for part in PARTS for name, value in modules[part].state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "dims": dims, "features": features, "training": training or {}}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    partial.replace(path)
+    with replaced_atomically(path) as partial:
+        save_file(tensors, str(partial), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
 

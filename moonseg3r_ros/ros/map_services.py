@@ -6,14 +6,13 @@ MoonSeg3RNode (node.py).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 from pathlib import Path
 from typing import Callable
 
 from std_srvs.srv import Trigger
 
+from moonseg3r_ros.core.atomic_files import replaced_atomically
 from moonseg3r_ros.ros.map_config_sync import follow_loaded_map
 
 
@@ -41,31 +40,28 @@ class MapServicesMixin:
         ]
 
     def save_map(self, path: str) -> tuple[bool, str]:
-        """Write the map to `path` (or map_save_path) via a .partial file renamed into place (removed when
-        anything fails: the old file, if any, stays as it was)."""
+        """Write the map to `path` (or map_save_path) via a temporary file renamed into place
+        (core/atomic_files.py: removed when anything fails, and the old file, if any, stays as it was)."""
         target = Path(path or self.config.map_save_path).expanduser()
         if not str(path or self.config.map_save_path):
             return False, "no path given and map_save_path is empty"
         if target.is_dir():
             return False, f"saving the map to {target} failed: it is a directory (give a file path)"
-        partial = None
+        folder = next((p for p in target.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            return False, f"saving the map to {target} failed: {folder} is a file, not a folder"
         try:
             flushed = self.flush_pending_keyframes()  # masks.asynchronous: the saved map has every keyframe
             if flushed:
                 self.get_logger().info(f"committed {flushed} keyframe(s) still waiting for masks before saving")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
             with self._lock:
                 if self._pipeline is None:
                     return False, "the node is not configured"
                 instance_map = self._pipeline.instance_map
-                instance_map.save(partial)
+                with replaced_atomically(target) as partial:
+                    instance_map.save(partial)
                 counts = f"{len(instance_map.instances())} instances, {len(instance_map)} points"
-            os.replace(partial, target)
         except Exception as err:
-            if partial is not None:
-                with contextlib.suppress(OSError):
-                    partial.unlink(missing_ok=True)  # never leave a half-written file behind
             return False, f"saving the map to {target} failed: {type(err).__name__}: {err}"
         return True, f"saved the map to {target} ({counts})"
 

@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from moonseg3r_ros.core.atomic_files import replaced_atomically
+
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
@@ -45,14 +47,12 @@ def save_checkpoint(out_dir: str | Path, step: int, model: torch.nn.Module, opti
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     stem = folder / f"step_{step:08d}"
-    partial = stem.with_suffix(".safetensors.partial")
-    save_file(tensors, str(partial))
-    partial.replace(stem.with_suffix(".safetensors"))
+    with replaced_atomically(stem.with_suffix(".safetensors")) as partial:
+        save_file(tensors, str(partial))
     meta = {"step": step, "sampler": sampler_state, "param_groups": state["param_groups"],
             "optim_scalars": scalars, "scaler": scaler_state, "extra": extra or {}}
-    json_partial = stem.with_suffix(".json.partial")
-    json_partial.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    json_partial.replace(stem.with_suffix(".json"))
+    with replaced_atomically(stem.with_suffix(".json")) as partial:
+        partial.write_text(json.dumps(meta, indent=1, sort_keys=True))
     if keep > 0:
         for old in list_checkpoints(out_dir)[:-keep]:
             old.unlink(missing_ok=True)

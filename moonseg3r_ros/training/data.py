@@ -24,8 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -33,6 +31,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from moonseg3r_ros.core.atomic_files import replaced_atomically
 from moonseg3r_ros.core.config import PipelineConfig, flatten
 from moonseg3r_ros.core.lifting import QueryLifter, mask_point_stats, stats_stride
 from moonseg3r_ros.core.masks import select_masks, subgrid_members
@@ -200,7 +199,7 @@ def cache_key(sequence_path: str, length: int, config: PipelineConfig, frame_str
 
 
 def save_cache(path: Path, records: list[FrameRecord]) -> None:
-    """Records -> one npz of plain arrays (written to a temporary file of this writer, then renamed)."""
+    """Records -> one npz of plain arrays (core/atomic_files.py: a temporary file of this writer, then renamed)."""
     arrays: dict[str, np.ndarray] = {"count": np.array(len(records), np.int64)}
     for i, record in enumerate(records):
         values = {"pose_c2w": record.pose_c2w, "intrinsics": record.intrinsics, "points_world": record.points_world,
@@ -212,17 +211,8 @@ def save_cache(path: Path, records: list[FrameRecord]) -> None:
             if value is not None:
                 arrays[f"{i}/{name}"] = np.ascontiguousarray(value)
         arrays[f"{i}/scores"] = np.asarray(record.masks.scores, np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own per writer: two trainings sharing a cache_dir may write the same sequence at once.
-    handle, partial_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial.npz", dir=path.parent)
-    partial = Path(partial_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path, suffix=".npz") as partial:  # two trainings may share one cache_dir
+        np.savez(partial, **arrays)
 
 
 def load_cache(path: Path) -> list[FrameRecord]:

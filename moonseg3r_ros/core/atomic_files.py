@@ -1,0 +1,32 @@
+"""Writing a file so that readers see the old one or the new one, never a half-written one.
+
+`replaced_atomically(target)` gives a temporary path beside `target` whose name is unique to this writer (two
+writers of one target, e.g. two trainings sharing a cache folder or a shutdown save beside a service call, never
+share it); when the block succeeds the file is renamed onto `target` (os.replace: atomic on one file system),
+when it fails it is removed and `target` stays as it was. The temporary file is created by the block's own
+writer, so it gets the usual permissions (umask), unlike tempfile.mkstemp's 0600.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def replaced_atomically(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield `.NAME.<unique>.partial<suffix>` beside `target`; rename it onto `target` when the block succeeds.
+
+    `suffix` keeps an extension for writers that would otherwise append one (np.savez adds `.npz`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    try:
+        yield partial
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
