@@ -4,7 +4,8 @@
 writers of one target, e.g. two trainings sharing a cache folder or a shutdown save beside a service call, never
 share it); when the block succeeds the file is renamed onto `target` (os.replace: atomic on one file system),
 when it fails it is removed and `target` stays as it was. The temporary file is created by the block's own
-writer, so it gets the usual permissions (umask), unlike tempfile.mkstemp's 0600.
+writer, so it gets the usual permissions (umask), unlike tempfile.mkstemp's 0600. A process killed mid-write
+leaves its `NAME.<unique>.partial` file (visible, not hidden, so it can be seen and removed); `target` is intact.
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def replaced_atomically(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield `.NAME.<unique>.partial<suffix>` beside `target`; rename it onto `target` when the block succeeds.
+    """Yield `NAME.<unique>.partial<suffix>` beside `target`; rename it onto `target` when the block succeeds.
 
     `suffix` keeps an extension for writers that would otherwise append one (np.savez adds `.npz`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
     try:
         yield partial
         os.replace(partial, target)
