@@ -1,6 +1,7 @@
 """Training of the refiner: data, gradients, memory plan, exact resume, weights file, cache, config, CLI."""
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -198,6 +199,20 @@ def test_resume_gives_the_same_losses_and_weights(tmp_path, records):
         assert torch.equal(a, b), name
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("step")
+
+
+def test_a_second_training_on_the_same_output_folder_is_refused(tmp_path, records):
+    """It would resume from and overwrite the first one's checkpoints."""
+    from moonseg3r_ros.training.checkpoint import OutputFolderBusy, exclusive_output_folder
+
+    trainer = Trainer(tiny_config(tmp_path / "out", steps=1), [fresh(records)], [])
+    with exclusive_output_folder(tmp_path / "out"):  # what a running training holds
+        with pytest.raises(OutputFolderBusy, match=f"another training is writing .*out \\(process {os.getpid()}"):
+            trainer.run(resume=False)
+        assert not (tmp_path / "out" / "refiner.safetensors").exists()
+    trainer.run(resume=False)  # released: the folder is free again
+    assert (tmp_path / "out" / "refiner.safetensors").is_file()
+    Trainer(tiny_config(tmp_path / "out", steps=1), [fresh(records)], []).run(resume=False)  # and after a run
 
 
 def test_resume_without_rng_and_sampler_state_differs(tmp_path, records):

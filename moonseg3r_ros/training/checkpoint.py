@@ -9,16 +9,50 @@
 optimiser's param_groups (lr, betas, ...), the GradScaler state, and run facts. The JSON is written after the
 tensors, so a checkpoint counts only when both exist. The learning-rate schedule is a pure function of the
 step (trainer.lr_at), so the step restores it exactly.
+
+`<out>/train.lock` is held (flock) by the one training writing `<out>`: a second training on the same folder
+would resume from and overwrite the first one's checkpoints, so it is refused (`OutputFolderBusy`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
 from moonseg3r_ros.core.atomic_files import replaced_atomically
+
+
+class OutputFolderBusy(RuntimeError):
+    """Another training holds the output folder's lock."""
+
+
+@contextlib.contextmanager
+def exclusive_output_folder(out_dir: str | Path) -> Iterator[Path]:
+    """Hold `<out>/train.lock` for the block (released when the process ends, however it ends)."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "train.lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputFolderBusy(f"another training is writing {folder} (process {holder}, lock {lock}); "
+                                   "give this one another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:

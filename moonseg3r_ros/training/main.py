@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from moonseg3r_ros.training.checkpoint import OutputFolderBusy
     from moonseg3r_ros.training.config import load_config
     from moonseg3r_ros.training.trainer import Trainer
 
@@ -47,7 +48,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (OSError, ValueError) as err:
         print(f"moonseg3r train: error: {err}", file=sys.stderr)
         return 1
-    result = trainer.run(resume=not args.fresh)
+    try:
+        result = trainer.run(resume=not args.fresh)
+    except OutputFolderBusy as err:
+        print(f"moonseg3r train: error: {err}", file=sys.stderr)
+        return 1
     print(f"weights: {result.weights}  ({result.steps} steps, {result.wall_s:.1f} s)")
     if result.evaluations:
         print(json.dumps(result.evaluations[-1], indent=1))

@@ -217,9 +217,14 @@ class Trainer:
         return True
 
     def run(self, resume: bool = True) -> TrainResult:
-        """Train to total_steps (resuming from the newest checkpoint when `resume`), then write the weights."""
+        """Train to total_steps (resuming from the newest checkpoint when `resume`), then write the weights.
+
+        Raises checkpoint.OutputFolderBusy when another training is writing the same output folder."""
+        with ckpt.exclusive_output_folder(self.out):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         start = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
         (self.out / "train_config.json").write_text(json.dumps(to_dict(self.config), indent=1))
