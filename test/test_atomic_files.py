@@ -40,7 +40,7 @@ def test_disk_full_mid_write_keeps_the_old_file(tmp_path, monkeypatch):
         hex = "0" * 32
 
     monkeypatch.setattr(atomic_files.uuid, "uuid4", lambda: FixedName())
-    os.symlink("/dev/full", tmp_path / f"map.npz.{'0' * 12}.partial")  # this write runs out of space
+    os.symlink("/dev/full", tmp_path / f"map.npz.{'0' * 8}.partial")  # this write runs out of space
     with pytest.raises(OSError, match="No space left"):
         with replaced_atomically(target) as partial:
             _map(5000).save(partial)

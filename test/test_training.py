@@ -215,6 +215,19 @@ def test_a_second_training_on_the_same_output_folder_is_refused(tmp_path, record
     Trainer(tiny_config(tmp_path / "out", steps=1), [fresh(records)], []).run(resume=False)  # and after a run
 
 
+def test_train_cli_refuses_a_busy_output_folder_before_preparing_data(tmp_path, capsys):
+    from moonseg3r_ros.training.checkpoint import exclusive_output_folder
+    from moonseg3r_ros.training.main import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text("data: {train: ['%s/no_such_sequences/*']}\n" % tmp_path)
+    with exclusive_output_folder(tmp_path / "out"):
+        assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "another training is writing" in capsys.readouterr().err
+    assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1  # free: the data error
+    assert "another training" not in capsys.readouterr().err
+
+
 def test_resume_without_rng_and_sampler_state_differs(tmp_path, records):
     """The exact-resume test above can fail: restoring the model and optimiser alone is not enough."""
     straight = Trainer(tiny_config(tmp_path / "a"), [fresh(records)], [])

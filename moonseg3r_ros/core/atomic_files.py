@@ -23,7 +23,7 @@ def replaced_atomically(target: str | os.PathLike, suffix: str = "") -> Iterator
     `suffix` keeps an extension for writers that would otherwise append one (np.savez adds `.npz`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
     try:
         yield partial
         os.replace(partial, target)

@@ -42,15 +42,16 @@ class MapServicesMixin:
     def save_map(self, path: str) -> tuple[bool, str]:
         """Write the map to `path` (or map_save_path) via a temporary file renamed into place
         (core/atomic_files.py: removed when anything fails, and the old file, if any, stays as it was)."""
-        target = Path(path or self.config.map_save_path).expanduser()
         if not str(path or self.config.map_save_path):
             return False, "no path given and map_save_path is empty"
-        if target.is_dir():
-            return False, f"saving the map to {target} failed: it is a directory (give a file path)"
-        folder = next((p for p in target.parents if p.exists()), None)
-        if folder is not None and not folder.is_dir():
-            return False, f"saving the map to {target} failed: {folder} is a file, not a folder"
+        target = Path(path or self.config.map_save_path)
         try:
+            target = target.expanduser()
+            if target.is_dir():
+                return False, f"saving the map to {target} failed: it is a directory (give a file path)"
+            folder = next((p for p in target.parents if p.exists()), None)
+            if folder is not None and not folder.is_dir():
+                return False, f"saving the map to {target} failed: {folder} is a file, not a folder"
             flushed = self.flush_pending_keyframes()  # masks.asynchronous: the saved map has every keyframe
             if flushed:
                 self.get_logger().info(f"committed {flushed} keyframe(s) still waiting for masks before saving")

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from moonseg3r_ros.training.checkpoint import OutputFolderBusy
+    from moonseg3r_ros.training.checkpoint import OutputFolderBusy, exclusive_output_folder
     from moonseg3r_ros.training.config import load_config
     from moonseg3r_ros.training.trainer import Trainer
 
@@ -43,13 +43,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         config.optim.steps = args.steps
     if args.quiet:
         config.run.progress = False
-    try:
-        trainer = Trainer(config)
-    except (OSError, ValueError) as err:
-        print(f"moonseg3r train: error: {err}", file=sys.stderr)
-        return 1
-    try:
-        result = trainer.run(resume=not args.fresh)
+    try:  # the output folder is locked before the (slow) data preparation
+        with exclusive_output_folder(config.run.out_dir):
+            try:
+                trainer = Trainer(config)
+            except (OSError, ValueError) as err:
+                print(f"moonseg3r train: error: {err}", file=sys.stderr)
+                return 1
+            result = trainer.run(resume=not args.fresh, folder_locked=True)
     except OutputFolderBusy as err:
         print(f"moonseg3r train: error: {err}", file=sys.stderr)
         return 1

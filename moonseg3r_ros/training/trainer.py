@@ -216,10 +216,13 @@ class Trainer:
         LOGGER.info("resumed from %s (step %d)", json_path, self.step)
         return True
 
-    def run(self, resume: bool = True) -> TrainResult:
+    def run(self, resume: bool = True, folder_locked: bool = False) -> TrainResult:
         """Train to total_steps (resuming from the newest checkpoint when `resume`), then write the weights.
 
-        Raises checkpoint.OutputFolderBusy when another training is writing the same output folder."""
+        Holds the output folder's lock (checkpoint.exclusive_output_folder; OutputFolderBusy when another
+        training is writing it) unless the caller already holds it (`folder_locked`)."""
+        if folder_locked:
+            return self._run(resume)
         with ckpt.exclusive_output_folder(self.out):
             return self._run(resume)
 
