@@ -73,3 +73,17 @@ def test_two_concurrent_writers_both_succeed(tmp_path):
     assert errors == []
     assert target.read_text() == "A"
     assert os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_the_new_file_and_its_folder_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    """A power cut must not leave an empty file: fsync of the data before the rename, of the folder after it."""
+    target = tmp_path / "file.txt"
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    with replaced_atomically(target) as partial:
+        partial.write_text("new")
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1] == str(partial) and events[2][1] == str(tmp_path)

@@ -6,6 +6,8 @@ share it); when the block succeeds the file is renamed onto `target` (os.replace
 when it fails it is removed and `target` stays as it was. The temporary file is created by the block's own
 writer, so it gets the usual permissions (umask), unlike tempfile.mkstemp's 0600. A process killed mid-write
 leaves its `NAME.<unique>.partial` file (visible, not hidden, so it can be seen and removed); `target` is intact.
+The file is fsync'ed before the rename and its folder after it, so a power cut (robots lose power) leaves the old
+or the new file, not an empty one.
 """
 from __future__ import annotations
 
@@ -26,8 +28,28 @@ def replaced_atomically(target: str | os.PathLike, suffix: str = "") -> Iterator
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
     try:
         yield partial
+        _flush_to_disk(partial)
         os.replace(partial, target)
+        _flush_to_disk(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync a file or (best effort: not every file system allows it) a folder."""
+    is_folder = path.is_dir()
+    try:
+        descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_folder else 0))
+    except OSError:
+        if not is_folder:
+            raise
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        if not is_folder:
+            raise
+    finally:
+        os.close(descriptor)
