@@ -28,28 +28,28 @@ def replaced_atomically(target: str | os.PathLike, suffix: str = "") -> Iterator
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
     try:
         yield partial
-        _flush_to_disk(partial)
+        _fsync_file(partial)
         os.replace(partial, target)
-        _flush_to_disk(target.parent)
+        _fsync_folder(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise
 
 
-def _flush_to_disk(path: Path) -> None:
-    """fsync a file or (best effort: not every file system allows it) a folder."""
-    is_folder = path.is_dir()
-    try:
-        descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_folder else 0))
-    except OSError:
-        if not is_folder:
-            raise
-        return
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
-    except OSError:
-        if not is_folder:
-            raise
     finally:
         os.close(descriptor)
+
+
+def _fsync_folder(path: Path) -> None:
+    """Best effort: not every file system lets a folder be opened or fsync'ed."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -42,9 +42,10 @@ class MapServicesMixin:
     def save_map(self, path: str) -> tuple[bool, str]:
         """Write the map to `path` (or map_save_path) via a temporary file renamed into place
         (core/atomic_files.py: removed when anything fails, and the old file, if any, stays as it was)."""
-        if not str(path or self.config.map_save_path):
+        given = str(path or self.config.map_save_path)
+        if not given:
             return False, "no path given and map_save_path is empty"
-        target = Path(path or self.config.map_save_path)
+        target = Path(given)
         try:
             target = target.expanduser()
             if target.is_dir():
